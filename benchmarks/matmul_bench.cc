@@ -1,0 +1,221 @@
+// MatMul benchmarks on real layer shapes: decode GEMV (GB/s of weights and
+// fraction of the measured read bandwidth) and prefill GEMM (GOP/s and
+// fraction of the measured int8 dot peak), at 1 thread and all threads.
+//
+//   qkern_bench --benchmark_filter=GEMV/Q4_0
+//   qkern_bench --benchmark_out=out.json --benchmark_out_format=json
+#include <stdint.h>
+#include <stdio.h>
+
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "qkern/qkern.h"
+#include "roofline.h"
+
+namespace qkern {
+namespace bench {
+namespace {
+
+struct LayerShape {
+  const char* model;
+  const char* layer;
+  size_t n, k;
+};
+
+// N x K of the matmuls in a decoder layer and the output head.
+constexpr LayerShape kShapes[] = {
+    {"SmolLM2-135M", "attn_qo", 576, 576},
+    {"SmolLM2-135M", "attn_kv", 192, 576},
+    {"SmolLM2-135M", "ffn_up", 1536, 576},
+    {"SmolLM2-135M", "ffn_down", 576, 1536},
+    {"SmolLM2-135M", "output", 49152, 576},
+    {"Llama-3.2-1B", "attn_qo", 2048, 2048},
+    {"Llama-3.2-1B", "attn_kv", 512, 2048},
+    {"Llama-3.2-1B", "ffn_up", 8192, 2048},
+    {"Llama-3.2-1B", "ffn_down", 2048, 8192},
+    {"Llama-3.2-1B", "output", 128256, 2048},
+};
+
+struct FormatCase {
+  WeightFormat format;
+  size_t group;
+};
+constexpr FormatCase kFormats[] = {
+    {WeightFormat::kQ4_0, 32},    {WeightFormat::kQ4_1, 32},
+    {WeightFormat::kQ8_0, 32},    {WeightFormat::kInt4Sym, 128},
+    {WeightFormat::kInt4Asym, 64}, {WeightFormat::kInt8PerChannel, 0},
+};
+
+std::string FormatLabel(const FormatCase& f) {
+  std::string name = FormatInfo(f.format).name;
+  if (f.format == WeightFormat::kInt4Sym || f.format == WeightFormat::kInt4Asym) {
+    name += "_G" + std::to_string(f.group);
+  }
+  return name;
+}
+
+// Random codes with plausible scales: speed does not depend on the values,
+// and quantizing 260M floats with the reference quantizer would dominate the
+// run.
+PackedWeights MakePacked(const FormatCase& f, size_t n, size_t k) {
+  std::mt19937_64 rng(n * 31 + k);
+  const WeightFormatInfo& info = FormatInfo(f.format);
+  std::vector<uint8_t> codes, scales, mins;
+  auto random_bytes = [&](std::vector<uint8_t>& v, size_t bytes) {
+    v.resize(bytes);
+    for (size_t i = 0; i < bytes; i += 8) {
+      const uint64_t r = rng();
+      memcpy(v.data() + i, &r, std::min<size_t>(8, bytes - i));
+    }
+  };
+  auto random_f16 = [&](uint8_t* p) {
+    const f16_t h = F16FromF32(0.001f + (rng() % 1000) * 1e-5f);
+    memcpy(p, &h, 2);
+  };
+  QuantizedWeights view;
+  view.format = f.format;
+  view.rows = n;
+  view.cols = k;
+  view.group_size = f.group;
+  if (info.is_gguf_block) {
+    const size_t blocks = n * k / kQuantBlock;
+    random_bytes(codes, blocks * info.block_bytes);
+    for (size_t b = 0; b < blocks; ++b) {
+      uint8_t* block = codes.data() + b * info.block_bytes;
+      random_f16(block);
+      if (info.has_min) random_f16(block + 2);
+    }
+  } else if (info.per_channel) {
+    random_bytes(codes, n * k);
+    scales.resize(n * sizeof(float));
+    for (size_t r = 0; r < n; ++r) {
+      const float s = 0.01f;
+      memcpy(scales.data() + r * 4, &s, 4);
+    }
+  } else {
+    random_bytes(codes, n * k / 2);
+    const size_t groups = n * (k / f.group);
+    scales.resize(groups * 2);
+    mins.resize(groups * 2);
+    for (size_t g = 0; g < groups; ++g) {
+      random_f16(scales.data() + 2 * g);
+      random_f16(mins.data() + 2 * g);
+    }
+  }
+  view.codes = codes.data();
+  view.scales = scales.data();
+  view.mins = mins.data();
+  PackedWeights packed;
+  const Status s = PackWeightsForCurrentTarget(view, &packed);
+  if (!s.ok()) {
+    fprintf(stderr, "pack failed: %s\n", s.message().c_str());
+    abort();
+  }
+  return packed;
+}
+
+ThreadPool& PoolFor(size_t threads) {
+  static std::map<size_t, std::unique_ptr<ThreadPool>> pools;
+  auto& pool = pools[threads];
+  if (!pool) pool.reset(new ThreadPool(threads));
+  return *pool;
+}
+
+void RunMatMul(benchmark::State& state, const FormatCase& f,
+               const LayerShape& shape, size_t m, size_t threads) {
+  const PackedWeights packed = MakePacked(f, shape.n, shape.k);
+  std::vector<float> x(m * shape.k), y(m * shape.n);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  for (float& v : x) v = normal(rng);
+  MatMulWorkspace ws;
+  const ParallelRunner runner = PoolFor(threads).Runner();
+  const double bandwidth = ReadBandwidthGBs(threads) * 1e9;
+  const double dot_peak = Int8DotPeakGops(threads) * 1e9;
+  for (auto _ : state) {
+    const Status s = MatMul(packed, x.data(), m, shape.k, y.data(), shape.n,
+                            nullptr, &ws, &runner);
+    if (!s.ok()) state.SkipWithError(s.message().c_str());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  const double bytes = static_cast<double>(packed.WeightBytes());
+  const double ops = 2.0 * m * shape.n * shape.k;
+  const auto iters = static_cast<double>(state.iterations());
+  using benchmark::Counter;
+  if (m == 1) {
+    state.counters["GB/s"] = Counter(bytes * iters / 1e9, Counter::kIsRate);
+    state.counters["roof"] = Counter(bytes * iters / bandwidth, Counter::kIsRate);
+  } else {
+    state.counters["GOP/s"] = Counter(ops * iters / 1e9, Counter::kIsRate);
+    state.counters["dot_peak"] = Counter(ops * iters / dot_peak, Counter::kIsRate);
+  }
+  state.SetLabel(ActiveTargetName() + "/" + ActiveDotPath());
+}
+
+void RegisterAll() {
+  const size_t all_threads = ThreadPool::DefaultNumThreads();
+  std::vector<size_t> thread_counts = {1};
+  if (all_threads > 1) thread_counts.push_back(all_threads);
+
+  for (size_t threads : thread_counts) {
+    benchmark::RegisterBenchmark(
+        ("Roof/read_bandwidth/threads:" + std::to_string(threads)).c_str(),
+        [threads](benchmark::State& state) {
+          for (auto _ : state) benchmark::DoNotOptimize(ReadBandwidthGBs(threads));
+          state.counters["GB/s"] = ReadBandwidthGBs(threads);
+          state.counters["int8_GOP/s"] = Int8DotPeakGops(threads);
+          state.counters["f32_GFLOP/s"] = F32FmaPeakGflops(threads);
+          state.SetLabel(ActiveTargetName() + "/" + ActiveDotPath());
+        })->Iterations(1);
+  }
+  for (const FormatCase& f : kFormats) {
+    for (const LayerShape& shape : kShapes) {
+      for (size_t threads : thread_counts) {
+        const std::string name = "GEMV/" + FormatLabel(f) + "/" + shape.model +
+                                 "/" + shape.layer + "_" + std::to_string(shape.n) +
+                                 "x" + std::to_string(shape.k) +
+                                 "/threads:" + std::to_string(threads);
+        benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& state) {
+          RunMatMul(state, f, shape, 1, threads);
+        })->UseRealTime()->Unit(benchmark::kMicrosecond);
+      }
+    }
+  }
+  const LayerShape gemm_shapes[] = {{"Llama-3.2-1B", "ffn_down", 2048, 8192},
+                                    {"Llama-3.2-1B", "ffn_up", 8192, 2048}};
+  for (const FormatCase& f : kFormats) {
+    for (const LayerShape& shape : gemm_shapes) {
+      for (size_t m : {16, 64, 512}) {
+        for (size_t threads : thread_counts) {
+          const std::string name =
+              "GEMM/" + FormatLabel(f) + "/" + shape.model + "/" + shape.layer +
+              "_" + std::to_string(shape.n) + "x" + std::to_string(shape.k) +
+              "/M:" + std::to_string(m) + "/threads:" + std::to_string(threads);
+          benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& state) {
+            RunMatMul(state, f, shape, m, threads);
+          })->UseRealTime()->Unit(benchmark::kMillisecond);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace bench
+}  // namespace qkern
+
+int main(int argc, char** argv) {
+  qkern::bench::RegisterAll();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

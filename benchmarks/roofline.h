@@ -1,0 +1,27 @@
+// Measured ceilings of this machine, shared by every qkern benchmark so that
+// each kernel figure can be reported as a fraction of a roof measured in the
+// same process run.
+#ifndef QKERN_BENCHMARKS_ROOFLINE_H_
+#define QKERN_BENCHMARKS_ROOFLINE_H_
+
+#include <stddef.h>
+
+namespace qkern {
+namespace bench {
+
+// STREAM-style read bandwidth (GB/s, 1e9 bytes) with `threads` threads each
+// summing its own slice of a buffer much larger than the last-level cache.
+// Best of several passes; measured once per thread count and cached.
+double ReadBandwidthGBs(size_t threads);
+
+// Peak int8 dot throughput (GOP/s, 1 MAC = 2 ops) of the int8 dot instruction
+// the matmul uses on the running target, with `threads` threads. Cached.
+double Int8DotPeakGops(size_t threads);
+
+// Peak f32 FMA throughput (GFLOP/s), for comparison. Cached.
+double F32FmaPeakGflops(size_t threads);
+
+}  // namespace bench
+}  // namespace qkern
+
+#endif  // QKERN_BENCHMARKS_ROOFLINE_H_

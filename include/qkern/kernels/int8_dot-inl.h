@@ -1,0 +1,284 @@
+// Per-target int8 "quad dot": the one instruction the quantized matmul is
+// built around. For each 32-bit lane i,
+//   acc[i] += sum_{j<4} u[4i+j] * x[4i+j]
+// with u unsigned weight codes and x signed int8 activations. DotU4 requires
+// u <= 15 (4-bit codes), DotU8 accepts u <= 255 (8-bit codes stored with a
+// +128 offset). Both are exact: no intermediate saturates.
+//
+// Highway 1.0.3 has no such op, so each target gets the best instruction it
+// has: VNNI vpdpbusd (AVX3_DL), pmaddubsw+pmaddwd (SSSE3..AVX3), SDOT / USDOT
+// (NEON with dotprod / i8mm, chosen at run time), SVE sdot, and plain lane
+// arithmetic elsewhere. The dotprod/i8mm/VNNI instructions are emitted with
+// inline asm so that no function needs target attributes beyond Highway's.
+
+#if defined(QKERN_KERNELS_INT8_DOT_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef QKERN_KERNELS_INT8_DOT_INL_H_
+#undef QKERN_KERNELS_INT8_DOT_INL_H_
+#else
+#define QKERN_KERNELS_INT8_DOT_INL_H_
+#endif
+
+#include <stdint.h>
+#include <string.h>
+
+#include <hwy/highway.h>
+
+#include "qkern/kernels/dot_path.h"
+
+#if HWY_TARGET == HWY_NEON && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace qkern {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+#if HWY_TARGET == HWY_SCALAR
+// One-lane vectors cannot hold a 4-byte quad: the matmul has a plain C++
+// tile for this target instead (see matmul-inl.h).
+struct DotScalar {
+  static constexpr const char* kName = "scalar";
+};
+using DotDefault = DotScalar;
+#else
+
+using DI32 = hn::ScalableTag<int32_t>;
+using DU8 = hn::Repartition<uint8_t, DI32>;
+using DI8 = hn::Repartition<int8_t, DI32>;
+using VI32 = hn::Vec<DI32>;
+using VU8 = hn::Vec<DU8>;
+using VI8 = hn::Vec<DI8>;
+
+// Four consecutive int8 activations replicated into every 32-bit lane.
+HWY_INLINE VI8 BroadcastQuad(const int8_t* HWY_RESTRICT x) {
+  int32_t quad;
+  memcpy(&quad, x, sizeof(quad));
+  return hn::BitCast(DI8(), hn::Set(DI32(), quad));
+}
+
+// Portable fallback: unpack the four bytes of each lane with shifts.
+struct DotLanes {
+  static constexpr const char* kName = "lanes";
+  template <int kByte>
+  static HWY_INLINE VI32 Term(VU8 u, VI8 x) {
+    const DI32 d32;
+    const auto u32 = hn::BitCast(hn::RebindToUnsigned<DI32>(), u);
+    const VI32 uj = hn::BitCast(
+        d32, hn::And(hn::ShiftRight<8 * kByte>(u32),
+                     hn::Set(hn::RebindToUnsigned<DI32>(), 0xFFu)));
+    const VI32 xj =
+        hn::ShiftRight<24>(hn::ShiftLeft<24 - 8 * kByte>(hn::BitCast(d32, x)));
+    return hn::Mul(uj, xj);
+  }
+  static HWY_INLINE VI32 U8(VI32 acc, VU8 u, VI8 x) {
+    const VI32 s01 = hn::Add(Term<0>(u, x), Term<1>(u, x));
+    const VI32 s23 = hn::Add(Term<2>(u, x), Term<3>(u, x));
+    return hn::Add(acc, hn::Add(s01, s23));
+  }
+  static HWY_INLINE VI32 U4(VI32 acc, VU8 u, VI8 x) { return U8(acc, u, x); }
+};
+
+#if HWY_TARGET == HWY_AVX3_DL
+
+struct DotVnni {
+  static constexpr const char* kName = "avx512-vnni";
+  static HWY_INLINE VI32 U8(VI32 acc, VU8 u, VI8 x) {
+    __m512i r = acc.raw;
+    asm("vpdpbusd %2, %1, %0" : "+v"(r) : "v"(u.raw), "v"(x.raw));
+    return VI32{r};
+  }
+  static HWY_INLINE VI32 U4(VI32 acc, VU8 u, VI8 x) { return U8(acc, u, x); }
+};
+using DotDefault = DotVnni;
+
+#elif HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || \
+    HWY_TARGET == HWY_SSE4 || HWY_TARGET == HWY_SSSE3
+
+// pmaddubsw saturates pairs to int16: exact for 4-bit codes (2*15*128), so
+// 8-bit codes are split into nibbles and the high half weighted by 16.
+struct DotMaddubs {
+#if HWY_TARGET == HWY_AVX3
+  static constexpr const char* kName = "avx512-maddubs";
+  using Raw = __m512i;
+  static HWY_INLINE Raw Maddubs(Raw a, Raw b) { return _mm512_maddubs_epi16(a, b); }
+  static HWY_INLINE Raw Madd(Raw a, Raw b) { return _mm512_madd_epi16(a, b); }
+  static HWY_INLINE Raw Set16(short v) { return _mm512_set1_epi16(v); }
+  static HWY_INLINE Raw Add32(Raw a, Raw b) { return _mm512_add_epi32(a, b); }
+#elif HWY_TARGET == HWY_AVX2
+  static constexpr const char* kName = "avx2-maddubs";
+  using Raw = __m256i;
+  static HWY_INLINE Raw Maddubs(Raw a, Raw b) { return _mm256_maddubs_epi16(a, b); }
+  static HWY_INLINE Raw Madd(Raw a, Raw b) { return _mm256_madd_epi16(a, b); }
+  static HWY_INLINE Raw Set16(short v) { return _mm256_set1_epi16(v); }
+  static HWY_INLINE Raw Add32(Raw a, Raw b) { return _mm256_add_epi32(a, b); }
+#else
+  static constexpr const char* kName = "ssse3-maddubs";
+  using Raw = __m128i;
+  static HWY_INLINE Raw Maddubs(Raw a, Raw b) { return _mm_maddubs_epi16(a, b); }
+  static HWY_INLINE Raw Madd(Raw a, Raw b) { return _mm_madd_epi16(a, b); }
+  static HWY_INLINE Raw Set16(short v) { return _mm_set1_epi16(v); }
+  static HWY_INLINE Raw Add32(Raw a, Raw b) { return _mm_add_epi32(a, b); }
+#endif
+  static HWY_INLINE VI32 U4(VI32 acc, VU8 u, VI8 x) {
+    const Raw pairs = Maddubs(u.raw, x.raw);
+    return VI32{Add32(acc.raw, Madd(pairs, Set16(1)))};
+  }
+  static HWY_INLINE VI32 U8(VI32 acc, VU8 u, VI8 x) {
+    const DU8 du8;
+    const VU8 lo = hn::And(u, hn::Set(du8, 0x0F));
+    const VU8 hi = hn::And(
+        hn::BitCast(du8, hn::ShiftRight<4>(
+                             hn::BitCast(hn::Repartition<uint16_t, DU8>(), u))),
+        hn::Set(du8, 0x0F));
+    const Raw sum_lo = Madd(Maddubs(lo.raw, x.raw), Set16(1));
+    const Raw sum_hi = Madd(Maddubs(hi.raw, x.raw), Set16(16));
+    return VI32{Add32(acc.raw, Add32(sum_lo, sum_hi))};
+  }
+};
+using DotDefault = DotMaddubs;
+
+#elif HWY_TARGET == HWY_NEON
+
+// Plain ARMv8.0 NEON (Cortex-A53 class): widening multiplies and pairwise
+// adds. Codes <= 15 fit int8, so smull is exact; 8-bit codes are split.
+struct DotNeonPlain {
+  static constexpr const char* kName = "neon";
+  static HWY_INLINE int32x4_t Dot4(int32x4_t acc, int8x16_t u, int8x16_t x) {
+    const int32x4_t lo = vpaddlq_s16(vmull_s8(vget_low_s8(u), vget_low_s8(x)));
+    const int32x4_t hi = vpaddlq_s16(vmull_high_s8(u, x));
+    return vaddq_s32(acc, vpaddq_s32(lo, hi));
+  }
+  static HWY_INLINE VI32 U4(VI32 acc, VU8 u, VI8 x) {
+    return VI32{Dot4(acc.raw, vreinterpretq_s8_u8(u.raw), x.raw)};
+  }
+  static HWY_INLINE VI32 U8(VI32 acc, VU8 u, VI8 x) {
+    const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(u.raw, vdupq_n_u8(15)));
+    const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(u.raw, 4));
+    const int32x4_t sum_hi = Dot4(vdupq_n_s32(0), hi, x.raw);
+    return VI32{vaddq_s32(Dot4(acc.raw, lo, x.raw), vshlq_n_s32(sum_hi, 4))};
+  }
+};
+
+#ifndef QKERN_ASM_VREG_NUMBER
+// Assembler snippet that sets symbol `var` to the number of vector register
+// `reg` ("v0".."v31"). binutils 2.40 rejects `.arch_extension dotprod/i8mm`
+// on an armv8-a base, so SDOT and USDOT are emitted as a raw .inst encoding instead.
+#define QKERN_ASM_VREG_NUMBER(var, reg)                                  \
+  ".irp n,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23," \
+  "24,25,26,27,28,29,30,31\n.ifc " reg ",v\\n\n.set " var                \
+  ", \\n\n.endif\n.endr\n"
+#endif
+
+// ARMv8.2 dotprod (Cortex-A55/A76 and later): SDOT, signed x signed.
+struct DotNeonSdot {
+  static constexpr const char* kName = "neon-sdot";
+  static HWY_INLINE int32x4_t Sdot(int32x4_t acc, int8x16_t a, int8x16_t b) {
+    // SDOT Vd.4S, Vn.16B, Vm.16B
+    asm(QKERN_ASM_VREG_NUMBER("qkern_rd", "%0")
+            QKERN_ASM_VREG_NUMBER("qkern_rn", "%1")
+                QKERN_ASM_VREG_NUMBER("qkern_rm", "%2")
+        ".inst 0x4e809400 | (qkern_rm << 16) | (qkern_rn << 5) | qkern_rd"
+        : "+w"(acc)
+        : "w"(a), "w"(b));
+    return acc;
+  }
+  static HWY_INLINE VI32 U4(VI32 acc, VU8 u, VI8 x) {
+    return VI32{Sdot(acc.raw, vreinterpretq_s8_u8(u.raw), x.raw)};
+  }
+  static HWY_INLINE VI32 U8(VI32 acc, VU8 u, VI8 x) {
+    const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(u.raw, vdupq_n_u8(15)));
+    const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(u.raw, 4));
+    const int32x4_t sum_hi = Sdot(vdupq_n_s32(0), hi, x.raw);
+    return VI32{vaddq_s32(Sdot(acc.raw, lo, x.raw), vshlq_n_s32(sum_hi, 4))};
+  }
+};
+
+
+// ARMv8.6 i8mm: USDOT multiplies unsigned by signed bytes directly.
+struct DotNeonUsdot {
+  static constexpr const char* kName = "neon-i8mm-usdot";
+  static HWY_INLINE VI32 U8(VI32 acc, VU8 u, VI8 x) {
+    int32x4_t r = acc.raw;
+    // USDOT Vd.4S, Vn.16B, Vm.16B
+    asm(QKERN_ASM_VREG_NUMBER("qkern_rd", "%0")
+            QKERN_ASM_VREG_NUMBER("qkern_rn", "%1")
+                QKERN_ASM_VREG_NUMBER("qkern_rm", "%2")
+        ".inst 0x4e809c00 | (qkern_rm << 16) | (qkern_rn << 5) | qkern_rd"
+        : "+w"(r)
+        : "w"(u.raw), "w"(x.raw));
+    return VI32{r};
+  }
+  static HWY_INLINE VI32 U4(VI32 acc, VU8 u, VI8 x) { return U8(acc, u, x); }
+};
+using DotDefault = DotNeonPlain;
+
+#elif HWY_TARGET == HWY_SVE || HWY_TARGET == HWY_SVE2 || \
+    HWY_TARGET == HWY_SVE_256 || HWY_TARGET == HWY_SVE2_128
+
+// SVE's signed dot product is part of the base ISA.
+struct DotSve {
+  static constexpr const char* kName = "sve-sdot";
+  static HWY_INLINE VI32 U4(VI32 acc, VU8 u, VI8 x) {
+    return svdot_s32(acc, svreinterpret_s8_u8(u), x);
+  }
+  static HWY_INLINE VI32 U8(VI32 acc, VU8 u, VI8 x) {
+    const svint8_t lo = svreinterpret_s8_u8(svand_n_u8_x(svptrue_b8(), u, 15));
+    const svint8_t hi = svreinterpret_s8_u8(svlsr_n_u8_x(svptrue_b8(), u, 4));
+    const svint32_t sum_hi = svdot_s32(svdup_n_s32(0), hi, x);
+    return svadd_s32_x(svptrue_b32(), svdot_s32(acc, lo, x),
+                       svlsl_n_s32_x(svptrue_b32(), sum_hi, 4));
+  }
+};
+using DotDefault = DotSve;
+
+#else
+using DotDefault = DotLanes;
+#endif
+#endif  // HWY_TARGET == HWY_SCALAR
+
+#if HWY_TARGET == HWY_NEON
+// NEON is one Highway target, but dotprod (ARMv8.2) and i8mm (ARMv8.6) are
+// optional: detect once, honour the test mask.
+HWY_INLINE uint32_t NeonDotFeatures() {
+#if defined(__linux__)
+  static const uint32_t features = [] {
+    uint32_t f = 0;
+    const unsigned long hwcap = getauxval(AT_HWCAP);
+    const unsigned long hwcap2 = getauxval(AT_HWCAP2);
+    if (hwcap & (1ul << 20)) f |= kDotPathArmDotprod;  // HWCAP_ASIMDDP
+    if (hwcap2 & (1ul << 13)) f |= kDotPathArmI8mm;    // HWCAP2_I8MM
+    return f;
+  }();
+  return features & DotPathMask();
+#else
+  return 0;
+#endif
+}
+#endif
+
+// Calls func(Dot{}) with the best int8 dot implementation this CPU allows
+// (chosen at run time only inside the NEON target).
+template <class Func>
+HWY_INLINE void WithBestDot(const Func& func) {
+#if HWY_TARGET == HWY_NEON
+  const uint32_t f = NeonDotFeatures();
+  if (f & kDotPathArmI8mm) return func(DotNeonUsdot());
+  if (f & kDotPathArmDotprod) return func(DotNeonSdot());
+  return func(DotNeonPlain());
+#else
+  return func(DotDefault());
+#endif
+}
+
+HWY_INLINE const char* DotPathName() {
+  const char* name = "";
+  WithBestDot([&](auto dot) { name = decltype(dot)::kName; });
+  return name;
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace qkern
+HWY_AFTER_NAMESPACE();
+
+#endif  // include guard (toggle)

@@ -1,0 +1,274 @@
+// The packed ("panel") weight layout the matmul kernels read, and the packer
+// that builds it from any WeightFormat.
+//
+// Every format is brought to one form: unsigned codes u (4 or 8 bits) with
+//   value = d * u + m            (d, m per group of G values along K)
+// Q4_0 / INT4_SYM: u = q, m = -8 d.   Q8_0 / INT8: u = q + 128, m = -128 d.
+// Q4_1 / INT4_ASYM: u = q, m stored.  Per-channel INT8 keeps d = 1 per group
+// and applies its f32 row scale in the epilogue, so nothing is rounded.
+// Symmetric formats store no m: the kernel derives it from `sym_offset`.
+//
+// Layout. Rows are cut into panels of R = panel_rows rows (the tail panel is
+// zero-padded). A panel holds, for each group g along K, in order:
+//   G/32 sub-blocks of codes, then R f16 scales d, then (if has_min) R f16 m.
+// A sub-block covers 32 consecutive k for all R rows and is a sequence of
+// "quad vectors": 4 bytes of one row are adjacent (a 32-bit lane), rows follow
+// each other, so one SIMD load gives rows r..r+L-1 x 4 k, exactly what VNNI
+// vpdpbusd / SDOT / svdot consume.
+//   8-bit: quad q in [0, 8): bytes [q*4R + 4r + j] = u[r][4q + j]
+//   4-bit: vector q in [0, 4): low nibble = u[r][4q + j], high nibble =
+//          u[r][16 + 4q + j] — the nibble order of a GGUF Q4 block, so packing
+//          Q4_0/Q4_1 is a pure 4-byte transpose.
+// R is chosen for the running SIMD target (two vectors of 32-bit lanes) at
+// pack time: see PanelRowsForCurrentTarget() in qkern/kernels/matmul.h.
+#ifndef QKERN_QUANT_PACKED_WEIGHTS_H_
+#define QKERN_QUANT_PACKED_WEIGHTS_H_
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "qkern/base/aligned_buffer.h"
+#include "qkern/base/f16.h"
+#include "qkern/base/status.h"
+#include "qkern/quant/block_formats.h"
+
+namespace qkern {
+
+struct PackedWeights {
+  WeightFormat format = WeightFormat::kQ4_0;  // what it was packed from
+  size_t rows = 0;                            // N
+  size_t cols = 0;                            // K
+  uint32_t bits = 4;                          // 4 or 8
+  size_t group_size = kQuantBlock;            // G, a multiple of 32
+  bool has_min = false;
+  int32_t sym_offset = 8;  // m = -sym_offset * d when !has_min
+  size_t panel_rows = 0;   // R
+  size_t num_panels = 0;
+  AlignedBuffer storage;   // panels, then (per-channel) f32 row scales
+  const float* row_scales = nullptr;  // num_panels * R entries, or null
+
+  size_t SubBlockBytes() const { return panel_rows * kQuantBlock * bits / 8; }
+  size_t GroupBytes() const {
+    return group_size / kQuantBlock * SubBlockBytes() +
+           panel_rows * sizeof(f16_t) * (has_min ? 2 : 1);
+  }
+  size_t PanelBytes() const { return cols / group_size * GroupBytes(); }
+  const uint8_t* Panel(size_t p) const {
+    return storage.data() + p * PanelBytes();
+  }
+  // Bytes a full pass over the weights reads (what a GEMV streams).
+  size_t WeightBytes() const { return num_panels * PanelBytes(); }
+  bool empty() const { return num_panels == 0; }
+};
+
+namespace detail {
+
+// Multiplies with overflow detection.
+inline bool MulOverflows(size_t a, size_t b, size_t* out) {
+  return __builtin_mul_overflow(a, b, out);
+}
+
+// Reads sub-block `blk` (32 values along K) of row r as unsigned codes u and
+// the parameters of its group, in the unified form described above.
+struct SubBlockCodes {
+  uint8_t u[kQuantBlock] = {};
+  f16_t d = 0;
+  f16_t m = 0;
+};
+
+inline void ReadSubBlock(const QuantizedWeights& w, size_t r, size_t blk,
+                         SubBlockCodes* out) {
+  const size_t blocks_per_row = w.cols / kQuantBlock;
+  out->m = 0;
+  switch (w.format) {
+    case WeightFormat::kQ4_0:
+    case WeightFormat::kQ4_1: {
+      const uint8_t* qs;
+      if (w.format == WeightFormat::kQ4_0) {
+        const BlockQ4_0& b =
+            static_cast<const BlockQ4_0*>(w.codes)[r * blocks_per_row + blk];
+        qs = b.qs;
+        out->d = b.d;
+      } else {
+        const BlockQ4_1& b =
+            static_cast<const BlockQ4_1*>(w.codes)[r * blocks_per_row + blk];
+        qs = b.qs;
+        out->d = b.d;
+        out->m = b.m;
+      }
+      for (size_t j = 0; j < 16; ++j) {
+        out->u[j] = qs[j] & 15;
+        out->u[j + 16] = qs[j] >> 4;
+      }
+      return;
+    }
+    case WeightFormat::kQ8_0: {
+      const BlockQ8_0& b =
+          static_cast<const BlockQ8_0*>(w.codes)[r * blocks_per_row + blk];
+      out->d = b.d;
+      for (size_t j = 0; j < kQuantBlock; ++j) {
+        out->u[j] = static_cast<uint8_t>(b.qs[j]) ^ 0x80;
+      }
+      return;
+    }
+    case WeightFormat::kInt4Sym:
+    case WeightFormat::kInt4Asym: {
+      const size_t groups_per_row = w.cols / w.group_size;
+      const size_t g = blk * kQuantBlock / w.group_size;
+      const uint8_t* codes = static_cast<const uint8_t*>(w.codes) +
+                             (r * w.cols + blk * kQuantBlock) / 2;
+      for (size_t j = 0; j < kQuantBlock; ++j) {
+        out->u[j] = (codes[j / 2] >> ((j & 1) * 4)) & 15;
+      }
+      out->d = static_cast<const f16_t*>(w.scales)[r * groups_per_row + g];
+      if (w.format == WeightFormat::kInt4Asym) {
+        out->m = static_cast<const f16_t*>(w.mins)[r * groups_per_row + g];
+      }
+      return;
+    }
+    case WeightFormat::kInt8PerChannel: {
+      const int8_t* codes =
+          static_cast<const int8_t*>(w.codes) + r * w.cols + blk * kQuantBlock;
+      for (size_t j = 0; j < kQuantBlock; ++j) {
+        out->u[j] = static_cast<uint8_t>(codes[j]) ^ 0x80;
+      }
+      out->d = F16FromF32(1.0f);
+      return;
+    }
+  }
+}
+
+}  // namespace detail
+
+// Checks that `w` describes a matrix qkern can multiply with.
+inline Status ValidateWeights(const QuantizedWeights& w) {
+  if (!IsKnownFormat(w.format)) {
+    return MakeStatus(StatusCode::kUnsupported, "unknown weight format %u",
+                      static_cast<unsigned>(w.format));
+  }
+  const WeightFormatInfo& info = FormatInfo(w.format);
+  if (w.rows == 0 || w.cols == 0) {
+    return MakeStatus(StatusCode::kInvalidArgument,
+                      "%s weights: empty matrix (%zu x %zu)", info.name, w.rows,
+                      w.cols);
+  }
+  if (w.cols % kQuantBlock != 0) {
+    return MakeStatus(StatusCode::kInvalidArgument,
+                      "%s weights: K = %zu is not a multiple of the block size %zu",
+                      info.name, w.cols, kQuantBlock);
+  }
+  const size_t group = w.EffectiveGroupSize();
+  if (group == 0 || group % kQuantBlock != 0 || w.cols % group != 0) {
+    return MakeStatus(StatusCode::kInvalidArgument,
+                      "%s weights: group size %zu must be a positive multiple of "
+                      "%zu that divides K = %zu",
+                      info.name, group, kQuantBlock, w.cols);
+  }
+  size_t elements;
+  if (detail::MulOverflows(w.rows, w.cols, &elements) ||
+      elements > (size_t{1} << 48)) {
+    return MakeStatus(StatusCode::kOutOfRange,
+                      "%s weights: %zu x %zu elements is too large", info.name,
+                      w.rows, w.cols);
+  }
+  if (w.codes == nullptr) {
+    return MakeStatus(StatusCode::kInvalidArgument, "%s weights: codes is null",
+                      info.name);
+  }
+  if (!info.is_gguf_block && w.scales == nullptr) {
+    return MakeStatus(StatusCode::kInvalidArgument, "%s weights: scales is null",
+                      info.name);
+  }
+  if (info.has_min && !info.is_gguf_block && w.mins == nullptr) {
+    return MakeStatus(StatusCode::kInvalidArgument, "%s weights: mins is null",
+                      info.name);
+  }
+  return Status::Ok();
+}
+
+// Packs `w` into panels of `panel_rows` rows (use PanelRowsForCurrentTarget()).
+// Runs once at load; allocates out->storage. The source may be released (or
+// unmapped) afterwards: nothing in `out` points into it.
+inline Status PackWeights(const QuantizedWeights& w, size_t panel_rows,
+                          PackedWeights* out) {
+  QKERN_RETURN_IF_ERROR(ValidateWeights(w));
+  if (panel_rows == 0 || panel_rows % 4 != 0 || panel_rows > 4096) {
+    return MakeStatus(StatusCode::kInvalidArgument,
+                      "panel_rows = %zu must be a positive multiple of 4 (<= 4096)",
+                      panel_rows);
+  }
+  const WeightFormatInfo& info = FormatInfo(w.format);
+  PackedWeights& p = *out;
+  p.storage.Free();
+  p.format = w.format;
+  p.rows = w.rows;
+  p.cols = w.cols;
+  p.bits = info.bits;
+  p.group_size = w.EffectiveGroupSize();
+  p.has_min = info.has_min;
+  p.sym_offset = info.bits == 4 ? 8 : 128;
+  p.panel_rows = panel_rows;
+  p.num_panels = (w.rows + panel_rows - 1) / panel_rows;
+  const size_t padded_rows = p.num_panels * panel_rows;
+  size_t panel_bytes_total;
+  if (detail::MulOverflows(p.num_panels, p.PanelBytes(), &panel_bytes_total)) {
+    return MakeStatus(StatusCode::kOutOfRange, "packed size overflows");
+  }
+  const size_t scale_bytes = info.per_channel ? padded_rows * sizeof(float) : 0;
+  if (!p.storage.Allocate(panel_bytes_total + scale_bytes)) {
+    return MakeStatus(StatusCode::kResourceExhausted,
+                      "cannot allocate %zu bytes for packed %s weights",
+                      panel_bytes_total + scale_bytes, info.name);
+  }
+  memset(p.storage.data(), 0, p.storage.size());
+  p.row_scales = nullptr;
+  if (info.per_channel) {
+    float* scales = reinterpret_cast<float*>(p.storage.data() + panel_bytes_total);
+    memcpy(scales, w.scales, w.rows * sizeof(float));
+    p.row_scales = scales;
+  }
+
+  const size_t R = panel_rows;
+  const size_t subs_per_group = p.group_size / kQuantBlock;
+  const size_t groups = w.cols / p.group_size;
+  detail::SubBlockCodes sb;
+  for (size_t panel = 0; panel < p.num_panels; ++panel) {
+    uint8_t* base = p.storage.data() + panel * p.PanelBytes();
+    for (size_t g = 0; g < groups; ++g) {
+      uint8_t* group_base = base + g * p.GroupBytes();
+      f16_t* d_out = reinterpret_cast<f16_t*>(group_base +
+                                              subs_per_group * p.SubBlockBytes());
+      f16_t* m_out = d_out + R;
+      for (size_t s = 0; s < subs_per_group; ++s) {
+        uint8_t* codes = group_base + s * p.SubBlockBytes();
+        for (size_t r = 0; r < R; ++r) {
+          const size_t row = panel * R + r;
+          if (row >= w.rows) break;  // padding stays zero
+          detail::ReadSubBlock(w, row, g * subs_per_group + s, &sb);
+          if (s == 0) {
+            memcpy(&d_out[r], &sb.d, sizeof(f16_t));
+            if (p.has_min) memcpy(&m_out[r], &sb.m, sizeof(f16_t));
+          }
+          if (p.bits == 8) {
+            for (size_t q = 0; q < 8; ++q) {
+              memcpy(codes + q * 4 * R + 4 * r, sb.u + 4 * q, 4);
+            }
+          } else {
+            for (size_t q = 0; q < 4; ++q) {
+              for (size_t j = 0; j < 4; ++j) {
+                codes[q * 4 * R + 4 * r + j] = static_cast<uint8_t>(
+                    sb.u[4 * q + j] | (sb.u[16 + 4 * q + j] << 4));
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace qkern
+
+#endif  // QKERN_QUANT_PACKED_WEIGHTS_H_

@@ -1,0 +1,184 @@
+// Dispatch, target forcing, and the MatMul / packing API's errors on bad
+// input.
+#include <stdint.h>
+
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <hwy/targets.h>
+
+#include "qkern/qkern.h"
+#include "test_util.h"
+
+namespace qkern {
+namespace {
+
+TEST(DispatchTest, ActiveTargetIsAvailable) {
+  const std::vector<int64_t> targets = AvailableTargets();
+  ASSERT_FALSE(targets.empty());
+  EXPECT_EQ(ActiveTargetName(), hwy::TargetName(targets.front()));
+  EXPECT_FALSE(ActiveDotPath().empty());
+  printf("active target %s, dot path %s, panel rows %zu\n",
+         ActiveTargetName().c_str(), ActiveDotPath().c_str(),
+         PanelRowsForCurrentTarget());
+}
+
+class PanelRowsTest : public test::PerTarget {};
+
+// Two vectors of 32-bit lanes per panel (8 rows on the scalar fallback).
+TEST_P(PanelRowsTest, MatchesVectorWidth) {
+  const size_t rows = PanelRowsForCurrentTarget();
+  EXPECT_EQ(rows % 4, 0u);
+  const std::string name = ActiveTargetName();
+  size_t expected = 0;
+  if (name == "AVX3" || name == "AVX3_DL") expected = 32;
+  if (name == "AVX2" || name == "SVE_256") expected = 16;
+  if (name == "SSE4" || name == "SSSE3" || name == "NEON" || name == "SCALAR" ||
+      name == "EMU128" || name == "SVE2_128") {
+    expected = 8;
+  }
+  if (expected != 0) {
+    EXPECT_EQ(rows, expected);
+  }
+  if (name == "AVX3_DL") {
+    EXPECT_EQ(ActiveDotPath(), "avx512-vnni");
+  }
+  if (name == "AVX2") {
+    EXPECT_EQ(ActiveDotPath(), "avx2-maddubs");
+  }
+}
+QKERN_INSTANTIATE_PER_TARGET(PanelRowsTest);
+
+// A small valid Q4_0 matrix for the error tests.
+struct SmallQ4_0 {
+  std::vector<BlockQ4_0> blocks;
+  QuantizedWeights view;
+  SmallQ4_0(size_t rows, size_t cols) : blocks(rows * cols / kQuantBlock) {
+    const std::vector<float> v = test::RandomValues(rows * cols, 1);
+    ref::QuantizeQ4_0(v.data(), v.size(), blocks.data());
+    view.format = WeightFormat::kQ4_0;
+    view.rows = rows;
+    view.cols = cols;
+    view.codes = blocks.data();
+  }
+};
+
+void ExpectError(const Status& s, StatusCode code, const std::string& needle) {
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(static_cast<int>(s.code()), static_cast<int>(code)) << s.message();
+  EXPECT_NE(s.message().find(needle), std::string::npos)
+      << "message '" << s.message() << "' should mention '" << needle << "'";
+}
+
+TEST(PackErrorsTest, RejectsMalformedWeights) {
+  SmallQ4_0 w(4, 64);
+  PackedWeights p;
+  QuantizedWeights bad = w.view;
+  bad.cols = 48;
+  ExpectError(PackWeightsForCurrentTarget(bad, &p), StatusCode::kInvalidArgument,
+              "not a multiple of the block size");
+  bad = w.view;
+  bad.rows = 0;
+  ExpectError(PackWeightsForCurrentTarget(bad, &p), StatusCode::kInvalidArgument,
+              "empty");
+  bad = w.view;
+  bad.codes = nullptr;
+  ExpectError(PackWeightsForCurrentTarget(bad, &p), StatusCode::kInvalidArgument,
+              "codes is null");
+  bad = w.view;
+  bad.rows = size_t{1} << 40;
+  bad.cols = size_t{1} << 30;
+  ExpectError(PackWeightsForCurrentTarget(bad, &p), StatusCode::kOutOfRange,
+              "too large");
+  bad = w.view;
+  bad.format = static_cast<WeightFormat>(99);
+  ExpectError(PackWeightsForCurrentTarget(bad, &p), StatusCode::kUnsupported,
+              "unknown weight format");
+  ExpectError(PackWeights(w.view, 6, &p), StatusCode::kInvalidArgument,
+              "panel_rows");
+
+  // Groupwise formats need scales (and mins), and a group that divides K.
+  std::vector<uint8_t> codes(4 * 64 / 2);
+  std::vector<f16_t> scales(4 * 2);
+  QuantizedWeights g;
+  g.format = WeightFormat::kInt4Asym;
+  g.rows = 4;
+  g.cols = 64;
+  g.group_size = 32;
+  g.codes = codes.data();
+  g.scales = scales.data();
+  ExpectError(PackWeightsForCurrentTarget(g, &p), StatusCode::kInvalidArgument,
+              "mins is null");
+  g.format = WeightFormat::kInt4Sym;
+  g.scales = nullptr;
+  ExpectError(PackWeightsForCurrentTarget(g, &p), StatusCode::kInvalidArgument,
+              "scales is null");
+  g.scales = scales.data();
+  g.group_size = 48;
+  ExpectError(PackWeightsForCurrentTarget(g, &p), StatusCode::kInvalidArgument,
+              "group size 48");
+  g.group_size = 128;
+  ExpectError(PackWeightsForCurrentTarget(g, &p), StatusCode::kInvalidArgument,
+              "divides K");
+}
+
+TEST(MatMulErrorsTest, RejectsBadCalls) {
+  SmallQ4_0 w(5, 64);
+  PackedWeights p;
+  ASSERT_TRUE(PackWeightsForCurrentTarget(w.view, &p).ok());
+  std::vector<float> x(3 * 64, 1.0f), y(3 * 5);
+  MatMulWorkspace ws;
+  EXPECT_TRUE(MatMul(p, x.data(), 3, 64, y.data(), 5, nullptr, &ws).ok());
+  // M = 0 is a no-op, even with null pointers.
+  EXPECT_TRUE(MatMul(p, nullptr, 0, 64, nullptr, 5, nullptr, &ws).ok());
+
+  ExpectError(MatMul(p, nullptr, 3, 64, y.data(), 5, nullptr, &ws),
+              StatusCode::kInvalidArgument, "X is null");
+  ExpectError(MatMul(p, x.data(), 3, 64, nullptr, 5, nullptr, &ws),
+              StatusCode::kInvalidArgument, "Y is null");
+  ExpectError(MatMul(p, x.data(), 3, 32, y.data(), 5, nullptr, &ws),
+              StatusCode::kInvalidArgument, "ldx = 32 is smaller than K = 64");
+  ExpectError(MatMul(p, x.data(), 3, 64, y.data(), 4, nullptr, &ws),
+              StatusCode::kInvalidArgument, "ldy = 4 is smaller than N = 5");
+  ExpectError(MatMul(p, x.data(), 3, 64, y.data(), 5, nullptr,
+                     static_cast<void*>(nullptr), 0),
+              StatusCode::kInvalidArgument, "workspace");
+  std::vector<uint8_t> small(MatMulWorkspaceBytes(3, 64) - 1);
+  ExpectError(MatMul(p, x.data(), 3, 64, y.data(), 5, nullptr, small.data(),
+                     small.size()),
+              StatusCode::kInvalidArgument, "need");
+  ExpectError(MatMul(p, x.data(), size_t{1} << 62, 64, y.data(), 5, nullptr,
+                     small.data(), small.size()),
+              StatusCode::kOutOfRange, "overflow");
+  PackedWeights empty;
+  ExpectError(MatMul(empty, x.data(), 3, 64, y.data(), 5, nullptr, &ws),
+              StatusCode::kInvalidArgument, "not packed");
+}
+
+// Weights packed for one target are refused (not misread) on a target whose
+// panels are a different height.
+TEST(MatMulErrorsTest, RejectsWeightsPackedForAnotherTarget) {
+  SmallQ4_0 w(5, 64);
+  std::vector<float> x(64, 1.0f), y(5);
+  MatMulWorkspace ws;
+  const std::vector<int64_t> targets = AvailableTargets();
+  for (int64_t packed_for : targets) {
+    ForceTarget(packed_for);
+    PackedWeights p;
+    ASSERT_TRUE(PackWeightsForCurrentTarget(w.view, &p).ok());
+    for (int64_t run_on : targets) {
+      ForceTarget(run_on);
+      const Status s = MatMul(p, x.data(), 1, 64, y.data(), 5, nullptr, &ws);
+      if (PanelRowsForCurrentTarget() == p.panel_rows) {
+        EXPECT_TRUE(s.ok()) << s.message();
+      } else {
+        ExpectError(s, StatusCode::kInvalidArgument, "PackWeightsForCurrentTarget");
+      }
+    }
+  }
+  ForceTarget(0);
+}
+
+}  // namespace
+}  // namespace qkern

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Builds and runs every qkern test:
+#   1. x86-64 Release: all tests on every Highway target this CPU supports;
+#   2. x86-64 with ASan + UBSan;
+#   3. aarch64 cross build, each test under qemu on 8 CPU profiles
+#      (Cortex-A53/A76, NEON+i8mm, SVE 128/256/512/2048, A64FX);
+#   4. a consumer project using qkern via find_package, add_subdirectory and
+#      pkg-config.
+# Usage: tools/run-tests.sh [x86|asan|aarch64|consumer]...  (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+JOBS=${JOBS:-2}
+STAGES=("$@")
+if [ ${#STAGES[@]} -eq 0 ]; then STAGES=(x86 asan aarch64 consumer); fi
+
+build_and_test() {  # dir, extra cmake args...
+  local dir=$1; shift
+  cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=Release \
+    -DQKERN_BUILD_BENCHMARKS=OFF -DQKERN_BUILD_EXAMPLES=OFF "$@" >/dev/null
+  cmake --build "$dir" -j"$JOBS"
+  ctest --test-dir "$dir" --output-on-failure -j"$JOBS"
+}
+
+for stage in "${STAGES[@]}"; do
+  echo "=== qkern tests: $stage"
+  case $stage in
+    x86)
+      build_and_test build-test ;;
+    asan)
+      ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        build_and_test build-asan -DQKERN_SANITIZE=ON \
+        -DCMAKE_BUILD_TYPE=RelWithDebInfo ;;
+    aarch64)
+      build_and_test build-aarch64 \
+        -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/toolchains/aarch64-linux-gnu.cmake" ;;
+    consumer)
+      prefix="$ROOT/build-install/prefix"
+      rm -rf "$prefix" build-consumer-*
+      cmake -S "$ROOT" -B build-install -DCMAKE_INSTALL_PREFIX="$prefix" \
+        -DQKERN_BUILD_TESTS=OFF -DQKERN_BUILD_BENCHMARKS=OFF \
+        -DQKERN_BUILD_EXAMPLES=OFF >/dev/null
+      cmake --install build-install >/dev/null
+      for mode in find_package add_subdirectory pkg-config; do
+        PKG_CONFIG_PATH="$prefix/share/pkgconfig" \
+          cmake -S "$ROOT/tests/consumer" -B "build-consumer-$mode" \
+          -DQKERN_CONSUMER_MODE="$mode" -DQKERN_SOURCE_DIR="$ROOT" \
+          -DCMAKE_PREFIX_PATH="$prefix" --no-warn-unused-cli >/dev/null
+        cmake --build "build-consumer-$mode" -j"$JOBS" >/dev/null
+        "build-consumer-$mode/consumer"
+      done ;;
+    *)
+      echo "unknown stage $stage" >&2; exit 2 ;;
+  esac
+done
