@@ -52,8 +52,13 @@ uint64_t DotPeakOps(size_t) { return 0; }
 // cover latency x throughput on every core we know) with the same
 // instruction the matmul uses. Returns the ops executed (2 per MAC).
 uint64_t DotPeakOps(size_t iters) {
+  using ::qkern::HWY_NAMESPACE::DI32;
+  using ::qkern::HWY_NAMESPACE::DI8;
+  using ::qkern::HWY_NAMESPACE::DU8;
+  using ::qkern::HWY_NAMESPACE::VI8;
+  using ::qkern::HWY_NAMESPACE::VU8;
   uint64_t ops = 0;
-  WithBestDot([&](auto dot) {
+  ::qkern::HWY_NAMESPACE::WithBestDot([&](auto dot) {
     using Dot = decltype(dot);
     const DI32 d32;
     const VU8 u = hn::Set(DU8(), 3);

@@ -7,6 +7,9 @@
 #include <hwy/highway.h>
 
 #include "qkern/kernels/matmul-inl.h"
+// [anchor: rope includes]
+// [anchor: ops includes]
+// [anchor: attention includes]
 
 HWY_BEFORE_NAMESPACE();
 namespace qkern {
@@ -20,6 +23,9 @@ inline void QuantizeActivationsF32(const float* x, size_t k, int8_t* codes,
                                    float* scale, float* scaled_sum) {
   QuantizeActivationsRow(x, k, codes, scale, scaled_sum);
 }
+// [anchor: rope entry points]
+// [anchor: ops entry points]
+// [anchor: attention entry points]
 
 }  // namespace HWY_NAMESPACE
 }  // namespace qkern
@@ -39,6 +45,9 @@ HWY_EXPORT(MatMulPackedF32);
 HWY_EXPORT(PanelRowsForTarget);
 HWY_EXPORT(DotPathForTarget);
 HWY_EXPORT(QuantizeActivationsF32);
+// [anchor: rope exports]
+// [anchor: ops exports]
+// [anchor: attention exports]
 #define QKERN_DISPATCH(name) HWY_DYNAMIC_DISPATCH(name)
 #endif
 
@@ -51,6 +60,9 @@ inline void DispatchQuantizeActivations(const float* x, size_t k, int8_t* codes,
                                         float* scale, float* scaled_sum) {
   QKERN_DISPATCH(QuantizeActivationsF32)(x, k, codes, scale, scaled_sum);
 }
+// [anchor: rope wrappers]
+// [anchor: ops wrappers]
+// [anchor: attention wrappers]
 
 #undef QKERN_DISPATCH
 
