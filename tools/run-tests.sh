@@ -14,12 +14,16 @@ JOBS=${JOBS:-2}
 STAGES=("$@")
 if [ ${#STAGES[@]} -eq 0 ]; then STAGES=(x86 asan aarch64 consumer); fi
 
+PASSED=0
 build_and_test() {  # dir, extra cmake args...
   local dir=$1; shift
   cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=Release \
     -DQKERN_BUILD_BENCHMARKS=OFF -DQKERN_BUILD_EXAMPLES=OFF "$@" >/dev/null
   cmake --build "$dir" -j"$JOBS"
-  ctest --test-dir "$dir" --output-on-failure -j"$JOBS"
+  ctest --test-dir "$dir" --output-on-failure -j"$JOBS" | tee "$dir/ctest.log"
+  local n
+  n=$(sed -n 's/.*0 tests failed out of \([0-9]*\).*/\1/p' "$dir/ctest.log")
+  PASSED=$((PASSED + ${n:-0}))
 }
 
 for stage in "${STAGES[@]}"; do
@@ -48,8 +52,12 @@ for stage in "${STAGES[@]}"; do
           -DCMAKE_PREFIX_PATH="$prefix" --no-warn-unused-cli >/dev/null
         cmake --build "build-consumer-$mode" -j"$JOBS" >/dev/null
         "build-consumer-$mode/consumer"
+        PASSED=$((PASSED + 1))
       done ;;
     *)
       echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done
+
+# set -e stops at the first failure, so reaching here means none failed.
+echo "qkern tests: $PASSED passed, 0 failed"

@@ -59,16 +59,19 @@ struct ActivationBlocks {
 
 template <class Dot, uint32_t kBits, size_t kMR>
 HWY_NOINLINE void PanelTile(const PackedWeights& w, const uint8_t* HWY_RESTRICT panel,
-                            const ActivationBlocks& a, size_t m0,
+                            const ActivationBlocks& a, size_t m0, size_t g_begin,
+                            size_t g_end, bool accumulate,
                             float* HWY_RESTRICT tile) {
   const size_t R = w.panel_rows;
   const size_t k = a.k;
   const size_t blocks_per_row = k / kQuantBlock;
   const size_t subs_per_group = w.group_size / kQuantBlock;
   const float offset = -static_cast<float>(w.sym_offset);
-  for (size_t i = 0; i < kMR * R; ++i) tile[i] = 0.0f;
-  const uint8_t* group_ptr = panel;
-  for (size_t g = 0; g < k / w.group_size; ++g, group_ptr += w.GroupBytes()) {
+  if (!accumulate) {
+    for (size_t i = 0; i < kMR * R; ++i) tile[i] = 0.0f;
+  }
+  const uint8_t* group_ptr = panel + g_begin * w.GroupBytes();
+  for (size_t g = g_begin; g < g_end; ++g, group_ptr += w.GroupBytes()) {
     const uint8_t* scales = group_ptr + subs_per_group * w.SubBlockBytes();
     for (size_t m = 0; m < kMR; ++m) {
       const int8_t* x = a.codes + (m0 + m) * k;
@@ -121,10 +124,12 @@ constexpr size_t kPrefetchBytes = QKERN_PREFETCH_BYTES;
 #define QKERN_FOR_ROWS(X) X(0) X(1) X(2) X(3)
 
 // Computes the kMR x R tile for activation rows [m0, m0 + kMR) and one panel
-// into tile[kMR][R] (row-major, stride R).
+// over groups [g_begin, g_end) of K into tile[kMR][R] (row-major, stride R),
+// adding to what tile holds if `accumulate`.
 template <class Dot, uint32_t kBits, size_t kMR>
 HWY_NOINLINE void PanelTile(const PackedWeights& w, const uint8_t* HWY_RESTRICT panel,
-                            const ActivationBlocks& a, size_t m0,
+                            const ActivationBlocks& a, size_t m0, size_t g_begin,
+                            size_t g_end, bool accumulate,
                             float* HWY_RESTRICT tile) {
   static_assert(kMR >= 1 && kMR <= 4, "tile height 1..4");
   const DI32 d32;
@@ -137,7 +142,6 @@ HWY_NOINLINE void PanelTile(const PackedWeights& w, const uint8_t* HWY_RESTRICT 
   const size_t k = a.k;
   const size_t blocks_per_row = k / kQuantBlock;
   const size_t subs_per_group = w.group_size / kQuantBlock;
-  const size_t groups = k / w.group_size;
   const size_t sub_bytes = w.SubBlockBytes();
   const size_t group_bytes = w.GroupBytes();
   const float offset = -static_cast<float>(w.sym_offset);
@@ -148,12 +152,18 @@ HWY_NOINLINE void PanelTile(const PackedWeights& w, const uint8_t* HWY_RESTRICT 
   const int8_t* HWY_RESTRICT x2 = a.codes + (m0 + (kMR > 2 ? 2 : 0)) * k;
   const int8_t* HWY_RESTRICT x3 = a.codes + (m0 + (kMR > 3 ? 3 : 0)) * k;
 
-#define QKERN_DECLARE_Y(m) auto y##m##0 = hn::Zero(df); auto y##m##1 = hn::Zero(df);
+#define QKERN_DECLARE_Y(m)                                                  \
+  auto y##m##0 = hn::Zero(df);                                              \
+  auto y##m##1 = hn::Zero(df);                                              \
+  if (kMR > m && accumulate) {                                              \
+    y##m##0 = hn::LoadU(df, tile + m * R);                                  \
+    y##m##1 = hn::LoadU(df, tile + m * R + L);                              \
+  }
   QKERN_FOR_ROWS(QKERN_DECLARE_Y)
 #undef QKERN_DECLARE_Y
 
-  const uint8_t* HWY_RESTRICT group_ptr = panel;
-  for (size_t g = 0; g < groups; ++g, group_ptr += group_bytes) {
+  const uint8_t* HWY_RESTRICT group_ptr = panel + g_begin * group_bytes;
+  for (size_t g = g_begin; g < g_end; ++g, group_ptr += group_bytes) {
     const hwy::float16_t* d_ptr = reinterpret_cast<const hwy::float16_t*>(
         group_ptr + subs_per_group * sub_bytes);
     const auto d_lo = hn::PromoteTo(df, hn::LoadU(df16, d_ptr));
@@ -283,30 +293,45 @@ constexpr size_t kTileRows = 4;
 // Activation rows per task in prefill: their codes (K bytes each) stay in L2
 // while a task walks its panels.
 constexpr size_t kRowsPerTask = 64;
+// Prefill walks K in chunks of about this many bytes of one panel, so the
+// chunk stays in L1 while every row tile of the task reuses it (without it,
+// each 4-row tile would stream the whole panel from L2 again).
+constexpr size_t kChunkBytes = 16 * 1024;
 
 template <class Dot, uint32_t kBits>
 HWY_INLINE void RunTiles(const PackedWeights& w, const ActivationBlocks& a,
                          size_t m_begin, size_t m_end, size_t p_begin,
                          size_t p_end, const MatMulCall& call) {
-  HWY_ALIGN float tile[kTileRows * kMaxPanelRows];
+  // Partial sums of all rows of the task for one panel.
+  HWY_ALIGN float acc[kRowsPerTask * kMaxPanelRows];
   const size_t R = w.panel_rows;
+  const size_t groups = w.cols / w.group_size;
+  const size_t rows = m_end - m_begin;
+  // Decode reads each weight once: no reuse, so no chunking.
+  const size_t chunk = rows <= 1 ? groups
+                                 : HWY_MIN(groups, HWY_MAX(size_t{1},
+                                                           kChunkBytes / w.GroupBytes()));
   for (size_t p = p_begin; p < p_end; ++p) {
     const uint8_t* panel = w.Panel(p);
-    const size_t n0 = p * R;
-    const size_t n_valid = std::min(R, w.rows - n0);
-    size_t m = m_begin;
-    for (; m + kTileRows <= m_end; m += kTileRows) {
-      PanelTile<Dot, kBits, kTileRows>(w, panel, a, m, tile);
-      StoreTile(tile, kTileRows, R, n0, n_valid, w.row_scales, call.bias,
-                call.y + m * call.ldy, call.ldy);
+    for (size_t g0 = 0; g0 < groups; g0 += chunk) {
+      const size_t g1 = HWY_MIN(groups, g0 + chunk);
+      const bool accumulate = g0 != 0;
+      size_t m = m_begin;
+      for (; m + kTileRows <= m_end; m += kTileRows) {
+        PanelTile<Dot, kBits, kTileRows>(w, panel, a, m, g0, g1, accumulate,
+                                        acc + (m - m_begin) * R);
+      }
+      float* rest_acc = acc + (m - m_begin) * R;
+      switch (m_end - m) {
+        case 1: PanelTile<Dot, kBits, 1>(w, panel, a, m, g0, g1, accumulate, rest_acc); break;
+        case 2: PanelTile<Dot, kBits, 2>(w, panel, a, m, g0, g1, accumulate, rest_acc); break;
+        case 3: PanelTile<Dot, kBits, 3>(w, panel, a, m, g0, g1, accumulate, rest_acc); break;
+        default: break;
+      }
     }
-    const size_t rest = m_end - m;
-    if (rest == 0) continue;
-    if (rest == 1) PanelTile<Dot, kBits, 1>(w, panel, a, m, tile);
-    if (rest == 2) PanelTile<Dot, kBits, 2>(w, panel, a, m, tile);
-    if (rest == 3) PanelTile<Dot, kBits, 3>(w, panel, a, m, tile);
-    StoreTile(tile, rest, R, n0, n_valid, w.row_scales, call.bias,
-              call.y + m * call.ldy, call.ldy);
+    const size_t n0 = p * R;
+    StoreTile(acc, rows, R, n0, HWY_MIN(R, w.rows - n0), w.row_scales,
+              call.bias, call.y + m_begin * call.ldy, call.ldy);
   }
 }
 
