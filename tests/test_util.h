@@ -33,9 +33,23 @@ inline std::string TargetParamName(const ::testing::TestParamInfo<int64_t>& info
   return hwy::TargetName(info.param);
 }
 
-#define QKERN_INSTANTIATE_PER_TARGET(suite)                                 \
-  INSTANTIATE_TEST_SUITE_P(AllTargets, suite,                               \
-                           ::testing::ValuesIn(::qkern::AvailableTargets()), \
+// The targets to test: all available ones, minus those named in the
+// comma-separated QKERN_TEST_SKIP_TARGETS (the qemu SVE profiles skip NEON
+// and SCALAR, which the Cortex-A53/A76 profiles already cover).
+inline std::vector<int64_t> TargetsUnderTest() {
+  const char* skip = getenv("QKERN_TEST_SKIP_TARGETS");
+  std::vector<int64_t> targets;
+  for (int64_t t : AvailableTargets()) {
+    const std::string name = hwy::TargetName(t);
+    const std::string list = skip != nullptr ? "," + std::string(skip) + "," : "";
+    if (list.find("," + name + ",") == std::string::npos) targets.push_back(t);
+  }
+  return targets;
+}
+
+#define QKERN_INSTANTIATE_PER_TARGET(suite)                                  \
+  INSTANTIATE_TEST_SUITE_P(AllTargets, suite,                                \
+                           ::testing::ValuesIn(::qkern::test::TargetsUnderTest()), \
                            ::qkern::test::TargetParamName)
 
 // True under qemu (set by the aarch64 ctest registration): tests shrink the

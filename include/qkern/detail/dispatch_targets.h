@@ -8,8 +8,15 @@
 
 #include "qkern/kernels/matmul-inl.h"
 // [anchor: rope includes]
+#include "qkern/kernels/rope-inl.h"
 // [anchor: ops includes]
+#include "qkern/kernels/activations-inl.h"
+#include "qkern/kernels/elementwise-inl.h"
+#include "qkern/kernels/embedding-inl.h"
+#include "qkern/kernels/norm-inl.h"
+#include "qkern/kernels/softmax-inl.h"
 // [anchor: attention includes]
+#include "qkern/kernels/attention-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace qkern {
@@ -24,8 +31,65 @@ inline void QuantizeActivationsF32(const float* x, size_t k, int8_t* codes,
   QuantizeActivationsRow(x, k, codes, scale, scaled_sum);
 }
 // [anchor: rope entry points]
+inline void RopeF32(const RopeCall& call) { RopeRows(call); }
 // [anchor: ops entry points]
+inline void RmsNormRowsF32(const float* x, size_t x_stride, const float* weight,
+                           float eps, size_t rows, size_t n, float* y,
+                           size_t y_stride) {
+  RmsNormRows(x, x_stride, weight, eps, rows, n, y, y_stride);
+}
+inline void SiluF32(const float* x, size_t n, float* y) { SiluRow(x, n, y); }
+inline void GeluTanhF32(const float* x, size_t n, float* y) {
+  GeluTanhRow(x, n, y);
+}
+inline void GeluErfF32(const float* x, size_t n, float* y) {
+  GeluErfRow(x, n, y);
+}
+inline void SwiGluF32(const float* gate, const float* up, size_t n,
+                      float* out) {
+  SwiGluRow(gate, up, n, out);
+}
+inline void GeGluTanhF32(const float* gate, const float* up, size_t n,
+                         float* out) {
+  GeGluTanhRow(gate, up, n, out);
+}
+inline void GeGluErfF32(const float* gate, const float* up, size_t n,
+                        float* out) {
+  GeGluErfRow(gate, up, n, out);
+}
+inline void SoftmaxRowsF32(float* x, size_t rows, size_t n, size_t stride,
+                           float scale) {
+  SoftmaxRows(x, rows, n, stride, scale);
+}
+inline void AddF32(const float* x, size_t n, float* y) { AddSpan(x, n, y); }
+inline void AddScaledF32(float a, const float* x, size_t n, float* y) {
+  AddScaledSpan(a, x, n, y);
+}
+inline void ScaleF32(const float* x, float s, size_t n, float* y) {
+  ScaleSpan(x, s, n, y);
+}
+inline void DequantizeRowQ4_0F32(const uint8_t* blocks, size_t cols,
+                                 float* out) {
+  DequantizeRowQ4_0(blocks, cols, out);
+}
+inline void DequantizeRowQ4_1F32(const uint8_t* blocks, size_t cols,
+                                 float* out) {
+  DequantizeRowQ4_1(blocks, cols, out);
+}
+inline void DequantizeRowQ8_0F32(const uint8_t* blocks, size_t cols,
+                                 float* out) {
+  DequantizeRowQ8_0(blocks, cols, out);
+}
+inline void DequantizeRowF16F32(const uint16_t* in, size_t cols, float* out) {
+  DequantizeRowF16(in, cols, out);
+}
+inline void DequantizeRowBF16F32(const uint16_t* in, size_t cols, float* out) {
+  DequantizeRowBF16(in, cols, out);
+}
 // [anchor: attention entry points]
+inline void AttentionPagedF32(const detail::AttentionCall& call) {
+  AttentionPaged(call);
+}
 
 }  // namespace HWY_NAMESPACE
 }  // namespace qkern
@@ -46,8 +110,26 @@ HWY_EXPORT(PanelRowsForTarget);
 HWY_EXPORT(DotPathForTarget);
 HWY_EXPORT(QuantizeActivationsF32);
 // [anchor: rope exports]
+HWY_EXPORT(RopeF32);
 // [anchor: ops exports]
+HWY_EXPORT(RmsNormRowsF32);
+HWY_EXPORT(SiluF32);
+HWY_EXPORT(GeluTanhF32);
+HWY_EXPORT(GeluErfF32);
+HWY_EXPORT(SwiGluF32);
+HWY_EXPORT(GeGluTanhF32);
+HWY_EXPORT(GeGluErfF32);
+HWY_EXPORT(SoftmaxRowsF32);
+HWY_EXPORT(AddF32);
+HWY_EXPORT(AddScaledF32);
+HWY_EXPORT(ScaleF32);
+HWY_EXPORT(DequantizeRowQ4_0F32);
+HWY_EXPORT(DequantizeRowQ4_1F32);
+HWY_EXPORT(DequantizeRowQ8_0F32);
+HWY_EXPORT(DequantizeRowF16F32);
+HWY_EXPORT(DequantizeRowBF16F32);
 // [anchor: attention exports]
+HWY_EXPORT(AttentionPagedF32);
 #define QKERN_DISPATCH(name) HWY_DYNAMIC_DISPATCH(name)
 #endif
 
@@ -61,8 +143,72 @@ inline void DispatchQuantizeActivations(const float* x, size_t k, int8_t* codes,
   QKERN_DISPATCH(QuantizeActivationsF32)(x, k, codes, scale, scaled_sum);
 }
 // [anchor: rope wrappers]
+inline void DispatchRope(const RopeCall& call) { QKERN_DISPATCH(RopeF32)(call); }
 // [anchor: ops wrappers]
+inline void DispatchRmsNormRows(const float* x, size_t x_stride,
+                                const float* weight, float eps, size_t rows,
+                                size_t n, float* y, size_t y_stride) {
+  QKERN_DISPATCH(RmsNormRowsF32)
+  (x, x_stride, weight, eps, rows, n, y, y_stride);
+}
+inline void DispatchSilu(const float* x, size_t n, float* y) {
+  QKERN_DISPATCH(SiluF32)(x, n, y);
+}
+inline void DispatchGeluTanh(const float* x, size_t n, float* y) {
+  QKERN_DISPATCH(GeluTanhF32)(x, n, y);
+}
+inline void DispatchGeluErf(const float* x, size_t n, float* y) {
+  QKERN_DISPATCH(GeluErfF32)(x, n, y);
+}
+inline void DispatchSwiGlu(const float* gate, const float* up, size_t n,
+                           float* out) {
+  QKERN_DISPATCH(SwiGluF32)(gate, up, n, out);
+}
+inline void DispatchGeGluTanh(const float* gate, const float* up, size_t n,
+                              float* out) {
+  QKERN_DISPATCH(GeGluTanhF32)(gate, up, n, out);
+}
+inline void DispatchGeGluErf(const float* gate, const float* up, size_t n,
+                             float* out) {
+  QKERN_DISPATCH(GeGluErfF32)(gate, up, n, out);
+}
+inline void DispatchSoftmaxRows(float* x, size_t rows, size_t n, size_t stride,
+                                float scale) {
+  QKERN_DISPATCH(SoftmaxRowsF32)(x, rows, n, stride, scale);
+}
+inline void DispatchAdd(const float* x, size_t n, float* y) {
+  QKERN_DISPATCH(AddF32)(x, n, y);
+}
+inline void DispatchAddScaled(float a, const float* x, size_t n, float* y) {
+  QKERN_DISPATCH(AddScaledF32)(a, x, n, y);
+}
+inline void DispatchScale(const float* x, float s, size_t n, float* y) {
+  QKERN_DISPATCH(ScaleF32)(x, s, n, y);
+}
+inline void DispatchDequantizeRowQ4_0(const uint8_t* blocks, size_t cols,
+                                      float* out) {
+  QKERN_DISPATCH(DequantizeRowQ4_0F32)(blocks, cols, out);
+}
+inline void DispatchDequantizeRowQ4_1(const uint8_t* blocks, size_t cols,
+                                      float* out) {
+  QKERN_DISPATCH(DequantizeRowQ4_1F32)(blocks, cols, out);
+}
+inline void DispatchDequantizeRowQ8_0(const uint8_t* blocks, size_t cols,
+                                      float* out) {
+  QKERN_DISPATCH(DequantizeRowQ8_0F32)(blocks, cols, out);
+}
+inline void DispatchDequantizeRowF16(const uint16_t* in, size_t cols,
+                                     float* out) {
+  QKERN_DISPATCH(DequantizeRowF16F32)(in, cols, out);
+}
+inline void DispatchDequantizeRowBF16(const uint16_t* in, size_t cols,
+                                      float* out) {
+  QKERN_DISPATCH(DequantizeRowBF16F32)(in, cols, out);
+}
 // [anchor: attention wrappers]
+inline void DispatchAttention(const AttentionCall& call) {
+  QKERN_DISPATCH(AttentionPagedF32)(call);
+}
 
 #undef QKERN_DISPATCH
 

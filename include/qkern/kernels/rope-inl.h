@@ -1,0 +1,233 @@
+// Per-target rotary position embedding (RoPE) of f32 rows, in place or into a
+// second buffer. The public API, the table and the layouts are described in
+// qkern/kernels/rope.h.
+//
+// Each head is rotated pair by pair with one cos/sin row per token, taken from
+// the precomputed table or, for positions past it, computed on the fly. The
+// row format is chosen so that both layouts need only contiguous loads:
+//  - NeoX (rotate-half): pair i is (x[i], x[i + half]), so the two halves are
+//    two contiguous streams and the row is cos[half], sin[half].
+//  - GPT-J (interleaved): pair i is (x[2i], x[2i + 1]). Highway 1.0.3 has no
+//    whole-vector interleave on x86 (InterleaveLower works per 128-bit block),
+//    so instead of de-interleaving x the row is stored per lane: cos[2i] =
+//    cos[2i + 1] = c_i, sin[2i] = -s_i, sin[2i + 1] = +s_i. Then
+//    y = x * cos + Reverse2(x) * sin is the whole rotation, and Reverse2 (swap
+//    of adjacent lanes) exists on every target.
+
+// Plain types and the cos/sin row function, shared with the public header and
+// the table builder. Guarded once: they do not depend on the target.
+#ifndef QKERN_KERNELS_ROPE_INL_ONCE_
+#define QKERN_KERNELS_ROPE_INL_ONCE_
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+namespace qkern {
+
+// Largest head_dim the RoPE kernels accept: bounds the on-the-fly cos/sin row
+// kept on the stack (2 * 1024 floats), and is 4x the largest head of any
+// current model.
+constexpr size_t kMaxRopeHeadDim = 1024;
+
+// Floats in one cos (or sin) row of the table for one position.
+inline size_t RopeRowFloats(size_t rotary_dim, bool interleaved) {
+  return interleaved ? rotary_dim : rotary_dim / 2;
+}
+
+// Everything one rotation call needs, validated by the public entry point.
+struct RopeCall {
+  // Per pair frequencies (rotary_dim / 2), already scaled.
+  const double* inv_freq;
+  double attention_factor;  // multiplies cos and sin (YaRN), else 1
+  // table_positions rows of [cos row, sin row], RopeRowFloats() floats each.
+  const float* table;
+  size_t table_positions;
+  size_t head_dim;
+  size_t rotary_dim;  // even, <= head_dim; the rest of a head is copied as is
+  bool interleaved;   // GPT-J layout
+  // Heads are contiguous within a token: head h of token t starts at
+  // src + t * src_stride + h * head_dim. dst == src rotates in place;
+  // otherwise the two must not overlap.
+  const float* src;
+  float* dst;
+  size_t num_tokens;
+  size_t num_heads;
+  size_t src_stride;
+  size_t dst_stride;
+  // Position of token t: positions[t], or first_position + t if null.
+  const int32_t* positions;
+  int64_t first_position;
+};
+
+// The cos/sin row of one position, as the table stores it. The table builder
+// and the on-the-fly path both call this, so a position gets bit-identical
+// values either way.
+// The angle is formed in double: in f32, position * inv_freq would keep no
+// fraction bits at all past 2^24 radians, and even at 100k positions would be
+// off by ~0.004 rad. In double, the product's error (~angle * 2^-53) stays
+// below f32 resolution for every position kernels accept; cos() and sin()
+// reduce the argument exactly, so no explicit mod 2*pi (which would add the
+// rounding of 2*pi times the number of turns) is done here.
+inline void ComputeRopeRow(const double* inv_freq, size_t pairs,
+                           double attention_factor, bool interleaved,
+                           int64_t position, float* cos_row, float* sin_row) {
+  const double p = static_cast<double>(position);
+  for (size_t i = 0; i < pairs; ++i) {
+    const double angle = p * inv_freq[i];
+    const float c = static_cast<float>(cos(angle) * attention_factor);
+    const float s = static_cast<float>(sin(angle) * attention_factor);
+    if (interleaved) {
+      cos_row[2 * i] = c;
+      cos_row[2 * i + 1] = c;
+      sin_row[2 * i] = -s;
+      sin_row[2 * i + 1] = s;
+    } else {
+      cos_row[i] = c;
+      sin_row[i] = s;
+    }
+  }
+}
+
+}  // namespace qkern
+
+#endif  // QKERN_KERNELS_ROPE_INL_ONCE_
+
+#if defined(QKERN_KERNELS_ROPE_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef QKERN_KERNELS_ROPE_INL_H_
+#undef QKERN_KERNELS_ROPE_INL_H_
+#else
+#define QKERN_KERNELS_ROPE_INL_H_
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <hwy/highway.h>
+
+HWY_BEFORE_NAMESPACE();
+namespace qkern {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// NeoX pairs [i, half) in whole vectors of `d`; returns the first pair left.
+// src and dst may be the same head: both halves are loaded before storing.
+template <class D>
+HWY_INLINE size_t RopeNeoxSpan(D d, const float* HWY_RESTRICT cos_row,
+                               const float* HWY_RESTRICT sin_row,
+                               const float* src, float* dst, size_t half,
+                               size_t i) {
+  const size_t N = hn::Lanes(d);
+  for (; i + N <= half; i += N) {
+    const auto c = hn::LoadU(d, cos_row + i);
+    const auto s = hn::LoadU(d, sin_row + i);
+    const auto x0 = hn::LoadU(d, src + i);
+    const auto x1 = hn::LoadU(d, src + half + i);
+    hn::StoreU(hn::NegMulAdd(x1, s, hn::Mul(x0, c)), d, dst + i);
+    hn::StoreU(hn::MulAdd(x0, s, hn::Mul(x1, c)), d, dst + half + i);
+  }
+  return i;
+}
+
+#if HWY_TARGET != HWY_SCALAR
+// GPT-J lanes [i, rotary_dim) in whole vectors of `d` (an even lane count, so
+// a vector never splits a pair); returns the first lane left.
+template <class D>
+HWY_INLINE size_t RopeGptJSpan(D d, const float* HWY_RESTRICT cos_row,
+                               const float* HWY_RESTRICT sin_row,
+                               const float* src, float* dst, size_t rotary_dim,
+                               size_t i) {
+  const size_t N = hn::Lanes(d);
+  for (; i + N <= rotary_dim; i += N) {
+    const auto x = hn::LoadU(d, src + i);
+    const auto swapped = hn::Reverse2(d, x);
+    const auto y = hn::MulAdd(swapped, hn::LoadU(d, sin_row + i),
+                              hn::Mul(x, hn::LoadU(d, cos_row + i)));
+    hn::StoreU(y, d, dst + i);
+  }
+  return i;
+}
+#endif
+
+// Rotates the first rotary_dim values of one head.
+HWY_INLINE void RopeRotateHead(const float* HWY_RESTRICT cos_row,
+                               const float* HWY_RESTRICT sin_row,
+                               const float* src, float* dst, size_t rotary_dim,
+                               bool interleaved) {
+  const hn::ScalableTag<float> d;
+  // Heads like 80 or 96 are not a multiple of wide vectors: 4-lane vectors
+  // take most of the remainder before the scalar tail.
+  const hn::CappedTag<float, 4> d4;
+  if (!interleaved) {
+    const size_t half = rotary_dim / 2;
+    size_t i = RopeNeoxSpan(d, cos_row, sin_row, src, dst, half, 0);
+    if (hn::Lanes(d) > 4) {
+      i = RopeNeoxSpan(d4, cos_row, sin_row, src, dst, half, i);
+    }
+    for (; i < half; ++i) {
+      const float x0 = src[i];
+      const float x1 = src[half + i];
+      dst[i] = x0 * cos_row[i] - x1 * sin_row[i];
+      dst[half + i] = x1 * cos_row[i] + x0 * sin_row[i];
+    }
+    return;
+  }
+  size_t i = 0;
+#if HWY_TARGET != HWY_SCALAR
+  // One-lane vectors cannot swap the lanes of a pair: the scalar target runs
+  // the plain loop below for GPT-J.
+  i = RopeGptJSpan(d, cos_row, sin_row, src, dst, rotary_dim, i);
+  if (hn::Lanes(d) > 4) {
+    i = RopeGptJSpan(d4, cos_row, sin_row, src, dst, rotary_dim, i);
+  }
+#endif
+  for (; i < rotary_dim; i += 2) {
+    const float x0 = src[i];
+    const float x1 = src[i + 1];
+    dst[i] = x0 * cos_row[i] + x1 * sin_row[i];
+    dst[i + 1] = x1 * cos_row[i + 1] + x0 * sin_row[i + 1];
+  }
+}
+
+HWY_INLINE void RopeRows(const RopeCall& call) {
+  const size_t row_floats = RopeRowFloats(call.rotary_dim, call.interleaved);
+  const size_t pairs = call.rotary_dim / 2;
+  const size_t pass_through = call.head_dim - call.rotary_dim;
+  // Row for positions past the table; 8 KiB, never allocated.
+  HWY_ALIGN float computed[2 * kMaxRopeHeadDim];
+  for (size_t t = 0; t < call.num_tokens; ++t) {
+    const int64_t position =
+        call.positions != nullptr
+            ? static_cast<int64_t>(call.positions[t])
+            : call.first_position + static_cast<int64_t>(t);
+    const float* cos_row;
+    if (static_cast<uint64_t>(position) < call.table_positions) {
+      cos_row = call.table + static_cast<size_t>(position) * 2 * row_floats;
+    } else {
+      ComputeRopeRow(call.inv_freq, pairs, call.attention_factor,
+                     call.interleaved, position, computed,
+                     computed + row_floats);
+      cos_row = computed;
+    }
+    const float* sin_row = cos_row + row_floats;
+    const float* src = call.src + t * call.src_stride;
+    float* dst = call.dst + t * call.dst_stride;
+    for (size_t h = 0; h < call.num_heads; ++h) {
+      const float* head_src = src + h * call.head_dim;
+      float* head_dst = dst + h * call.head_dim;
+      RopeRotateHead(cos_row, sin_row, head_src, head_dst, call.rotary_dim,
+                     call.interleaved);
+      if (pass_through != 0 && head_dst != head_src) {
+        memcpy(head_dst + call.rotary_dim, head_src + call.rotary_dim,
+               pass_through * sizeof(float));
+      }
+    }
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace qkern
+HWY_AFTER_NAMESPACE();
+
+#endif  // include guard (toggle)

@@ -1,0 +1,808 @@
+// Attention (qkern/kernels/attention.h) on every compiled SIMD target against
+// the double-precision reference (attention_ref.h).
+//
+// The reference reads the cache's contents dequantized (ReadKV), so storage
+// error is excluded and what is left is the kernel's f32 arithmetic. With
+// u = 2^-24, gamma(n) = n u / (1 - n u), for one output element o of a row
+// with attended positions t, softmax weights pi_t and values v_t:
+//  - A logit is a dot of head_dim terms accumulated with FMA in lanes, a
+//    horizontal sum (log2 lanes adds), then one or two scale multiplies (int8:
+//    scale * row scale). The reference's int8 values are fl(scale * code), one
+//    more rounding per element. So |ds| <= gamma(head_dim + 6) * D with
+//    D = |scale| max_t sum_d |q_d k_td|. Soft-capping x -> c tanh(x / c) has
+//    slope <= 1 and adds c * (8u tanh ulp bound + u) + 2u |x| (reciprocal and
+//    product roundings).
+//  - A weight exp(s - m) then carries relative error <= ds + u |s - m|
+//    (subtraction) + 2u (Exp, 1 ulp); each rescale of (acc, l) by
+//    exp(m_old - m_new) adds <= 6u (exp, the argument, and the separate
+//    roundings of acc and l), at most once per tile; merging KV splits adds
+//    one more exp (<= 2u + u |s - m|). Int8 V weights get one more product.
+//    Call the total eta.
+//  - Relative weight errors <= eta move o by <= 2 eta sum_t pi_t |v_t| (to
+//    first order; the 5% slack covers the rest). Accumulating acc and l (FMA
+//    chains as long as the KV range, plus per-tile sums) adds
+//    2 gamma(kv_len + 64) sum_t pi_t |v_t|, and the final 1/l and product
+//    2u |o| (4u to be safe).
+// Terms whose exp falls below e^-104 of the largest are flushed to 0 by Exp;
+// they move o by < kv_len e^-104 max|v|, far below the bound.
+//
+// Storage error, checked separately against the reference on the values
+// before they were stored: f16 moves a value by <= 2^-11 |x| + 2^-25, int8 by
+// <= S (1/2 + 2^-15) (S the row scale; tests/kv_cache_test.cc derives both).
+// With Delta = max_t |scale| sum_d |q_d| e(k_td) every logit moves by <= Delta
+// (soft-capping only shrinks this), weights by a factor within e^(+-2 Delta),
+// so |o_stored - o| <= e^(2 Delta) sum_t pi_t e(v_t) +
+// (e^(2 Delta) - 1) sum_t pi_t |v_t|.
+#include "qkern/kernels/attention.h"
+
+#include <math.h>
+#include <stdint.h>
+
+#include <algorithm>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "qkern/kernels/attention_ref.h"
+#include "qkern/kv/paged_kv_cache.h"
+#include "qkern/threading/thread_pool.h"
+#include "test_util.h"
+
+namespace qkern {
+namespace {
+
+constexpr double kU = 1.0 / 16777216.0;  // f32 unit roundoff, 2^-24
+constexpr size_t kLayers = 2;
+constexpr size_t kTestLayer = 1;  // not layer 0, so layer offsets matter
+constexpr KvSeqId kFillerBase = 1000000;
+
+double Gamma(double n) { return n * kU / (1.0 - n * kU); }
+
+std::string Describe(KvFormat format) { return GetKvFormatInfo(format).name; }
+
+// A cache whose free list hands out blocks in shuffled order: every block is
+// first taken by a one-block filler sequence, and the fillers are freed in
+// random order. Sequences built afterwards get pages that are neither
+// contiguous nor ascending.
+PagedKvCache MakeScatteredCache(size_t num_kv_heads, size_t head_dim,
+                                size_t block_tokens, KvFormat format,
+                                size_t blocks, uint32_t seed) {
+  KvCacheConfig config;
+  config.num_layers = kLayers;
+  config.num_kv_heads = num_kv_heads;
+  config.head_dim = head_dim;
+  config.block_tokens = block_tokens;
+  config.format = format;
+  KvBlockLayout layout;
+  EXPECT_TRUE(KvBlockLayout::Compute(kLayers, num_kv_heads, head_dim,
+                                     block_tokens, format, &layout)
+                  .ok());
+  config.memory_budget_bytes = blocks * layout.BlockBytes();
+  PagedKvCache cache;
+  const Status created = PagedKvCache::Create(config, &cache);
+  EXPECT_TRUE(created.ok()) << created.message();
+  std::vector<KvSeqId> fillers;
+  for (size_t i = 0; i < blocks; ++i) {
+    const KvSeqId id = kFillerBase + i;
+    EXPECT_TRUE(cache.AddSequence(id).ok());
+    EXPECT_TRUE(cache.ReserveTokens(id, 1).ok());
+    fillers.push_back(id);
+  }
+  std::mt19937 rng(seed);
+  std::shuffle(fillers.begin(), fillers.end(), rng);
+  for (KvSeqId id : fillers) EXPECT_TRUE(cache.Free(id).ok());
+  return cache;
+}
+
+// The values given to WriteKV for kTestLayer, [position][kv_head][head_dim].
+struct Originals {
+  std::vector<float> k, v;
+};
+
+// Cheap approximately gaussian values (Irwin-Hall sum of four 16-bit
+// uniforms, unit variance), a fraction `outliers` of them times 30 (as real
+// activations have; they stress the int8 row scales but make the softmax
+// peaky). Building caches of thousands of positions per target with
+// std::normal_distribution would dominate the test's run time.
+class FastRandom {
+ public:
+  explicit FastRandom(uint64_t seed) : state_(seed * 0x9E3779B97F4A7C15ull + 1) {}
+
+  void Fill(float* x, size_t n, float outliers) {
+    const uint64_t outlier_below = static_cast<uint64_t>(outliers * 65536.0f);
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t r = Next();
+      const int sum = static_cast<int>((r & 0xFFFF) + ((r >> 16) & 0xFFFF) +
+                                       ((r >> 32) & 0xFFFF) + (r >> 48));
+      // Mean 4 * 32767.5, variance 4 * 65536^2 / 12.
+      float value = (static_cast<float>(sum) - 131070.0f) * (1.7320508f / 65536.0f);
+      if ((Next() & 0xFFFF) < outlier_below) value *= 30.0f;
+      x[i] = value;
+    }
+  }
+
+ private:
+  uint64_t Next() {  // splitmix64
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  uint64_t state_;
+};
+
+// Appends n positions of random K/V (every layer) to `seq`; commits them
+// unless `commit` is false (then they stay reserved and written, as in a
+// prefill step that reads its own new positions).
+void Append(PagedKvCache* cache, KvSeqId seq, size_t n, uint32_t seed,
+            bool commit, Originals* originals, float outliers = 0.01f) {
+  const size_t row = cache->RowFloats();
+  size_t length = 0;
+  ASSERT_TRUE(cache->Length(seq, &length).ok());
+  const Status reserved = cache->ReserveTokens(seq, n);
+  ASSERT_TRUE(reserved.ok()) << reserved.message();
+  FastRandom random(seed);
+  std::vector<float> k(row), v(row);
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t layer = 0; layer < kLayers; ++layer) {
+      random.Fill(k.data(), row, outliers);
+      random.Fill(v.data(), row, outliers);
+      ASSERT_TRUE(cache->WriteKV(seq, layer, length + i, k.data(), v.data()).ok());
+      if (layer == kTestLayer && originals != nullptr) {
+        originals->k.insert(originals->k.end(), k.begin(), k.end());
+        originals->v.insert(originals->v.end(), v.begin(), v.end());
+      }
+    }
+  }
+  if (commit) {
+    ASSERT_TRUE(cache->CommitTokens(seq, n).ok());
+  }
+}
+
+// Bound on |stored - x| for the values of one row (kv_cache_test.cc).
+void StorageBounds(KvFormat format, const float* x, size_t n, double* bound) {
+  float amax = 0.0f;
+  for (size_t i = 0; i < n; ++i) amax = std::max(amax, fabsf(x[i]));
+  for (size_t i = 0; i < n; ++i) {
+    switch (format) {
+      case KvFormat::kF32:
+        bound[i] = 0.0;
+        break;
+      case KvFormat::kF16:
+        bound[i] = std::ldexp(fabs(static_cast<double>(x[i])), -11) +
+                   std::ldexp(1.0, -25);
+        break;
+      case KvFormat::kInt8:
+        bound[i] = amax < kKvInt8MinAmax
+                       ? amax
+                       : static_cast<double>(amax / 127.0f) *
+                             (0.5 + std::ldexp(1.0, -15));
+        break;
+    }
+  }
+}
+
+struct RunSpec {
+  AttentionParams params;
+  size_t num_queries = 1;
+  size_t q_start_pos = 0;
+  float q_gain = 1.0f;  // larger: peakier softmax
+  uint32_t seed = 1;
+  const ParallelRunner* runner = nullptr;
+  const Originals* originals = nullptr;  // enables the storage-error check
+};
+
+// Runs Attention on (cache, seq) and checks every output against the
+// reference on the dequantized cache with the arithmetic bound above.
+void RunAndCheck(const PagedKvCache& cache, KvSeqId seq, const RunSpec& spec) {
+  const AttentionParams& p = spec.params;
+  const size_t dim = p.head_dim;
+  const size_t nq = spec.num_queries;
+  const size_t kv_len = spec.q_start_pos + nq;
+  const size_t q_stride = AttentionQStride(p);
+  const size_t out_stride = AttentionOutStride(p);
+  const size_t row = p.num_q_heads * dim;
+  SCOPED_TRACE(Describe(cache.config().format) + " dim=" + std::to_string(dim) +
+               " heads=" + std::to_string(p.num_q_heads) + "/" +
+               std::to_string(p.num_kv_heads) + " block=" +
+               std::to_string(cache.config().block_tokens) + " queries=" +
+               std::to_string(nq) + " start=" + std::to_string(spec.q_start_pos) +
+               " window=" + std::to_string(p.sliding_window) + " softcap=" +
+               std::to_string(p.softcap) + " sinks=" +
+               std::to_string(p.sinks != nullptr) + " threads=" +
+               std::to_string(NumWorkers(spec.runner)));
+
+  std::vector<float> q = test::RandomValues(nq * q_stride, spec.seed, 0.0f);
+  for (float& x : q) x *= spec.q_gain;
+  std::vector<float> out(nq * out_stride, NAN);
+  AttentionWorkspace ws;
+  const Status status = Attention(cache, seq, kTestLayer, q.data(), nq,
+                                  spec.q_start_pos, out.data(), p, &ws,
+                                  spec.runner);
+  ASSERT_TRUE(status.ok()) << status.message();
+
+  const size_t kv_row = cache.RowFloats();
+  std::vector<float> k(kv_len * kv_row), v(kv_len * kv_row);
+  for (size_t t = 0; t < kv_len; ++t) {
+    ASSERT_TRUE(cache.ReadKV(seq, kTestLayer, t, &k[t * kv_row], &v[t * kv_row]).ok());
+  }
+  std::vector<double> expected(nq * row);
+  ref::AttentionTerms terms;
+  ref::Attention(p, q.data(), nq, spec.q_start_pos, k.data(), v.data(),
+                 expected.data(), &terms);
+
+  const size_t block_tokens = cache.config().block_tokens;
+  const double tiles = static_cast<double>(kv_len) /
+                           std::min<size_t>(block_tokens, 32) +
+                       static_cast<double>(kv_len) / block_tokens + 3;
+  const double cap = p.softcap;
+  const bool int8 = cache.config().format == KvFormat::kInt8;
+  std::vector<double> arith_bound(nq * row);
+  size_t failures = 0;
+  for (size_t i = 0; i < nq; ++i) {
+    for (size_t h = 0; h < p.num_q_heads; ++h) {
+      const double dot_abs = terms.dot_abs[i * p.num_q_heads + h];
+      const double logit_abs = terms.logit_abs[i * p.num_q_heads + h];
+      double ds = Gamma(dim + 6) * dot_abs;
+      if (cap > 0.0) ds += kU * (9.0 * cap + 2.0 * dot_abs);
+      const double arg = 2.0 * logit_abs + ds;
+      const double eta = ds + kU * arg + 2 * kU + 6 * kU * tiles +
+                         (2 * kU + kU * arg) + (int8 ? kU : 0.0);
+      for (size_t d = 0; d < dim; ++d) {
+        const size_t idx = (i * p.num_q_heads + h) * dim + d;
+        const double o = expected[idx];
+        const double bound =
+            1.05 * (2 * eta + 2 * Gamma(kv_len + 64)) * terms.out_abs[idx] +
+            4 * kU * fabs(o) + 1e-30;
+        arith_bound[idx] = bound;
+        const double got = out[i * out_stride + h * dim + d];
+        if (!(fabs(got - o) <= bound) && ++failures <= 5) {
+          ADD_FAILURE() << "query " << i << " head " << h << " d " << d
+                        << ": got " << got << " expected " << o << " bound "
+                        << bound;
+        }
+      }
+    }
+    for (size_t j = row; j < out_stride; ++j) {
+      if (!isnan(out[i * out_stride + j]) && ++failures <= 5) {
+        ADD_FAILURE() << "query " << i << " wrote padding column " << j;
+      }
+    }
+  }
+  EXPECT_EQ(failures, 0u);
+
+  if (spec.originals == nullptr || cache.config().format == KvFormat::kF32) {
+    return;
+  }
+  // Storage error: compare with the reference on the values before storage.
+  const Originals& orig = *spec.originals;
+  ASSERT_GE(orig.k.size(), kv_len * kv_row);
+  std::vector<double> ek(kv_len * kv_row), ev(kv_len * kv_row);
+  for (size_t t = 0; t < kv_len; ++t) {
+    for (size_t kh = 0; kh < p.num_kv_heads; ++kh) {
+      const size_t o = t * kv_row + kh * dim;
+      StorageBounds(cache.config().format, &orig.k[o], dim, &ek[o]);
+      StorageBounds(cache.config().format, &orig.v[o], dim, &ev[o]);
+    }
+  }
+  std::vector<float> ev_f(ev.begin(), ev.end());
+  std::vector<double> exact(nq * row), weighted_ev(nq * row);
+  ref::AttentionTerms orig_terms;
+  ref::Attention(p, q.data(), nq, spec.q_start_pos, orig.k.data(),
+                 orig.v.data(), exact.data(), &orig_terms);
+  ref::Attention(p, q.data(), nq, spec.q_start_pos, orig.k.data(), ev_f.data(),
+                 weighted_ev.data());
+  const double scale = fabs(AttentionScale(p));
+  const size_t group = p.num_q_heads / p.num_kv_heads;
+  failures = 0;
+  for (size_t i = 0; i < nq; ++i) {
+    const size_t pos = spec.q_start_pos + i;
+    for (size_t h = 0; h < p.num_q_heads; ++h) {
+      const float* qi = &q[i * q_stride + h * dim];
+      double delta = 0.0;
+      for (size_t t = AttentionWindowBegin(p, pos); t <= pos; ++t) {
+        const double* e = &ek[t * kv_row + (h / group) * dim];
+        double sum = 0.0;
+        for (size_t d = 0; d < dim; ++d) sum += fabs(qi[d]) * e[d];
+        delta = std::max(delta, scale * sum);
+      }
+      const double grow = exp(2 * delta);
+      for (size_t d = 0; d < dim; ++d) {
+        const size_t idx = (i * p.num_q_heads + h) * dim + d;
+        // ev was rounded to f32 for the reference: allow for that too.
+        const double bound = 1.01 * (grow * weighted_ev[idx] +
+                                     (grow - 1) * orig_terms.out_abs[idx]) +
+                             arith_bound[idx];
+        const double got = out[i * out_stride + h * dim + d];
+        if (!(fabs(got - exact[idx]) <= bound) && ++failures <= 5) {
+          ADD_FAILURE() << "storage check: query " << i << " head " << h
+                        << " d " << d << ": got " << got << " unstored "
+                        << exact[idx] << " bound " << bound;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(failures, 0u);
+}
+
+AttentionParams Heads(size_t kv_heads, size_t ratio, size_t dim) {
+  AttentionParams p;
+  p.num_kv_heads = kv_heads;
+  p.num_q_heads = kv_heads * ratio;
+  p.head_dim = dim;
+  return p;
+}
+
+size_t BlocksFor(size_t tokens, size_t block_tokens) {
+  return (tokens + block_tokens - 1) / block_tokens;
+}
+
+ThreadPool& Pool3() {
+  static ThreadPool* pool = new ThreadPool(3);
+  return *pool;
+}
+
+class AttentionTest : public test::PerTarget {};
+
+// Decode (one query at the last position) over every context length, head
+// dim, GQA ratio, block size and format, on one thread and on a pool (split
+// KV ranges plus the merge).
+TEST_P(AttentionTest, Decode) {
+  const size_t contexts[] = {1, 2, 15, 16, 17, 1000, 4096};
+  const size_t dims[] = {64, 80, 96, 128, 256};
+  const size_t ratios[] = {1, 3, 4, 8};
+  const ParallelRunner pool = Pool3().Runner();
+  size_t index = 0;
+  for (size_t ci = 0; ci < sizeof(contexts) / sizeof(contexts[0]); ++ci) {
+    const size_t context = contexts[ci];
+    for (size_t fi = 0; fi < 3; ++fi) {
+      const KvFormat format = kAllKvFormats[fi];
+      const size_t i = index++;
+      // Under qemu the long contexts run for one format each.
+      if (test::UnderEmulation() && context >= 1000 && fi != ci % 3) continue;
+      const size_t dim = dims[i % 5];
+      const size_t ratio = ratios[i % 4];
+      const size_t kv_heads = 1 + i % 3;
+      const size_t block_tokens = i % 2 ? 16 : 32;
+      PagedKvCache cache = MakeScatteredCache(
+          kv_heads, dim, block_tokens, format,
+          BlocksFor(context, block_tokens) + 3, static_cast<uint32_t>(i));
+      const KvSeqId seq = 7;
+      ASSERT_TRUE(cache.AddSequence(seq).ok());
+      Originals originals;
+      Append(&cache, seq, context, 100 + i, /*commit=*/true, &originals);
+      RunSpec spec;
+      spec.params = Heads(kv_heads, ratio, dim);
+      spec.num_queries = 1;
+      spec.q_start_pos = context - 1;
+      spec.q_gain = i % 3 == 0 ? 3.0f : 1.0f;
+      spec.seed = 200 + i;
+      spec.originals = &originals;
+      RunAndCheck(cache, seq, spec);
+      spec.runner = &pool;
+      RunAndCheck(cache, seq, spec);
+    }
+  }
+}
+
+// Prefill: many queries with the causal mask, from position 0 and chunked
+// (continuing after committed positions), with the new positions committed
+// or only reserved and written; on one thread and on a pool.
+TEST_P(AttentionTest, Prefill) {
+  struct Case {
+    size_t queries, start, dim, kv_heads, ratio, block_tokens;
+  };
+  std::vector<Case> cases = {
+      {7, 0, 64, 2, 4, 16},    {33, 0, 80, 1, 8, 32},
+      {16, 17, 96, 3, 3, 16},  {17, 15, 128, 2, 1, 32},
+      {2, 1, 256, 1, 1, 16},   {64, 200, 64, 3, 3, 32},
+  };
+  if (!test::UnderEmulation()) cases.push_back({100, 900, 128, 2, 4, 16});
+  const ParallelRunner pool = Pool3().Runner();
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const Case& k = cases[c];
+    const KvFormat format = kAllKvFormats[c % 3];
+    const size_t total = k.start + k.queries;
+    PagedKvCache cache = MakeScatteredCache(
+        k.kv_heads, k.dim, k.block_tokens, format,
+        BlocksFor(total, k.block_tokens) + 2, static_cast<uint32_t>(c));
+    const KvSeqId seq = 3;
+    ASSERT_TRUE(cache.AddSequence(seq).ok());
+    Originals originals;
+    Append(&cache, seq, k.start, 300 + c, /*commit=*/true, &originals);
+    Append(&cache, seq, k.queries, 400 + c, /*commit=*/c % 2 == 0, &originals);
+    RunSpec spec;
+    spec.params = Heads(k.kv_heads, k.ratio, k.dim);
+    spec.num_queries = k.queries;
+    spec.q_start_pos = k.start;
+    spec.q_gain = c % 2 ? 2.0f : 1.0f;
+    spec.seed = 500 + c;
+    RunAndCheck(cache, seq, spec);
+    spec.runner = &pool;
+    RunAndCheck(cache, seq, spec);
+  }
+}
+
+// Head dims that are not a multiple of the vector length take the scalar
+// tails of the dot and accumulate loops.
+TEST_P(AttentionTest, OddHeadDims) {
+  const ParallelRunner pool = Pool3().Runner();
+  const size_t dims[] = {1, 3, 20, 72, 100};
+  for (size_t c = 0; c < 5; ++c) {
+    const KvFormat format = kAllKvFormats[c % 3];
+    PagedKvCache cache = MakeScatteredCache(2, dims[c], 16, format, 20,
+                                            static_cast<uint32_t>(c));
+    ASSERT_TRUE(cache.AddSequence(2).ok());
+    Originals originals;
+    Append(&cache, 2, 300, 50 + c, true, &originals);
+    RunSpec spec;
+    spec.params = Heads(2, 2, dims[c]);
+    spec.num_queries = 1;
+    spec.q_start_pos = 299;
+    spec.seed = 60 + c;
+    spec.originals = &originals;
+    RunAndCheck(cache, 2, spec);
+    spec.runner = &pool;
+    RunAndCheck(cache, 2, spec);
+    spec.num_queries = 13;
+    spec.q_start_pos = 287;
+    RunAndCheck(cache, 2, spec);
+  }
+}
+
+// q read from a wider (fused QKV-like) buffer and out written with a stride;
+// the columns between rows must stay untouched.
+TEST_P(AttentionTest, Strides) {
+  PagedKvCache cache =
+      MakeScatteredCache(2, 64, 16, KvFormat::kF16, 6, /*seed=*/5);
+  ASSERT_TRUE(cache.AddSequence(1).ok());
+  Append(&cache, 1, 40, 11, true, nullptr);
+  RunSpec spec;
+  spec.params = Heads(2, 3, 64);
+  spec.params.q_stride = 6 * 64 + 2 * 2 * 64 + 5;
+  spec.params.out_stride = 6 * 64 + 3;
+  spec.num_queries = 9;
+  spec.q_start_pos = 31;
+  RunAndCheck(cache, 1, spec);
+}
+
+// Sliding window, soft-capping, sinks and a custom scale, alone and
+// together, in decode and prefill, with and without the pool. The long
+// windowed decode on the pool cuts split ranges at the window start; the
+// 128-token blocks make a split with no blocks at all.
+TEST_P(AttentionTest, Options) {
+  struct Case {
+    size_t window;
+    float softcap;
+    bool sinks;
+    float scale;
+    size_t context, queries, block_tokens;
+    KvFormat format;
+  };
+  const size_t long_context = test::UnderEmulation() ? 600 : 1000;
+  const Case cases[] = {
+      {1, 0, false, 0, 40, 1, 16, KvFormat::kF32},
+      {5, 0, false, 0, 100, 20, 16, KvFormat::kF16},
+      {100, 0, false, 0, 300, 1, 32, KvFormat::kInt8},
+      {520, 0, false, 0, long_context, 1, 32, KvFormat::kF16},
+      {0, 5.0f, false, 0, 300, 1, 16, KvFormat::kF32},
+      {0, 30.0f, false, 0, 90, 30, 32, KvFormat::kInt8},
+      {0, 0, true, 0, 200, 1, 16, KvFormat::kF16},
+      {0, 0, true, 0, 60, 25, 16, KvFormat::kF32},
+      {0, 0, false, 0.3f, 150, 3, 32, KvFormat::kInt8},
+      {64, 8.0f, true, 0.2f, 500, 1, 16, KvFormat::kInt8},
+      {33, 8.0f, true, 0, 120, 50, 32, KvFormat::kF16},
+      {0, 0, true, 0, 600, 1, 128, KvFormat::kF32},
+  };
+  const ParallelRunner pool = Pool3().Runner();
+  for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); ++c) {
+    const Case& k = cases[c];
+    const size_t kv_heads = 1 + c % 2, ratio = c % 3 == 0 ? 4 : 3, dim = 64;
+    PagedKvCache cache = MakeScatteredCache(
+        kv_heads, dim, k.block_tokens, k.format,
+        BlocksFor(k.context, k.block_tokens) + 2, static_cast<uint32_t>(c));
+    ASSERT_TRUE(cache.AddSequence(9).ok());
+    Originals originals;
+    // No outliers: a flat softmax lets the options (sinks above all) show.
+    Append(&cache, 9, k.context, 600 + c, true, &originals, 0.0f);
+    std::vector<float> sinks(kv_heads * ratio);
+    std::mt19937 rng(c);
+    // Sinks comparable to the rest of the denominator (about context * e^1/2
+    // for unit-variance logits), so that they visibly matter.
+    const float log_context = logf(static_cast<float>(k.context));
+    std::uniform_real_distribution<float> sink_dist(log_context - 1.0f,
+                                                    log_context + 3.0f);
+    for (float& s : sinks) s = sink_dist(rng);
+    RunSpec spec;
+    spec.params = Heads(kv_heads, ratio, dim);
+    spec.params.sliding_window = k.window;
+    spec.params.softcap = k.softcap;
+    spec.params.sinks = k.sinks ? sinks.data() : nullptr;
+    spec.params.scale = k.scale;
+    spec.num_queries = k.queries;
+    spec.q_start_pos = k.context - k.queries;
+    spec.q_gain = k.softcap > 0 ? 3.0f : 1.0f;
+    spec.seed = 700 + c;
+    spec.originals = &originals;
+    RunAndCheck(cache, 9, spec);
+    spec.runner = &pool;
+    RunAndCheck(cache, 9, spec);
+  }
+}
+
+// Forked sequences share their prefix blocks (the last one partly filled and
+// then copied on write); each must see its own continuation.
+TEST_P(AttentionTest, ForkedSequences) {
+  for (KvFormat format : kAllKvFormats) {
+    PagedKvCache cache = MakeScatteredCache(2, 96, 16, format, 12, 21);
+    ASSERT_TRUE(cache.AddSequence(1).ok());
+    Originals parent, child;
+    Append(&cache, 1, 40, 31, true, &parent);
+    ASSERT_TRUE(cache.Fork(1, 2).ok());
+    child = parent;
+    Append(&cache, 2, 25, 32, true, &child);
+    Append(&cache, 1, 10, 33, true, &parent);
+    const ParallelRunner pool = Pool3().Runner();
+    RunSpec spec;
+    spec.params = Heads(2, 4, 96);
+    spec.q_start_pos = 64;
+    spec.originals = &child;
+    RunAndCheck(cache, 2, spec);
+    spec.runner = &pool;
+    spec.num_queries = 20;
+    spec.q_start_pos = 45;
+    RunAndCheck(cache, 2, spec);
+    spec.num_queries = 1;
+    spec.q_start_pos = 49;
+    spec.originals = &parent;
+    RunAndCheck(cache, 1, spec);
+  }
+}
+
+// With q = 0 every logit is 0 and every weight exp(0) = 1 exactly, so the
+// output is the plain mean of V over the attended positions. With small
+// integer V (one entry of 127 per row, so the int8 row scale is exactly 1)
+// the kernel's sums are exact in f32 and only the final division and the
+// split merge round: |o - mean| <= (splits + 2) u mean_t |v_t| with at most
+// 12 splits here. Dropping, repeating or misplacing any one position moves o
+// by >= 1 / count, which at 4096 positions is ~20x that bound; the general
+// bound above cannot see so small a change at long contexts.
+TEST_P(AttentionTest, ExactMeanOfValues) {
+  const ParallelRunner pool = Pool3().Runner();
+  const size_t dim = 64;
+  const size_t contexts[] = {17, 1000, 4096};
+  for (size_t c = 0; c < 3; ++c) {
+    const size_t context = contexts[c];
+    for (size_t fi = 0; fi < 3; ++fi) {
+      if (test::UnderEmulation() && context == 4096 && fi != 2) continue;
+      const KvFormat format = kAllKvFormats[fi];
+      const size_t kv_heads = 1 + fi % 2, block_tokens = c % 2 ? 16 : 32;
+      PagedKvCache cache = MakeScatteredCache(
+          kv_heads, dim, block_tokens, format,
+          BlocksFor(context, block_tokens) + 2, static_cast<uint32_t>(c + fi));
+      ASSERT_TRUE(cache.AddSequence(4).ok());
+      ASSERT_TRUE(cache.ReserveTokens(4, context).ok());
+      const size_t row = cache.RowFloats();
+      // v[pos][head][d]: integers in [-8, 8] that differ between positions.
+      auto value = [&](size_t pos, size_t i) -> float {
+        if (i % dim == 0) return 127.0f;
+        return static_cast<float>(static_cast<int>((pos * 7 + i * 3 + pos / 5) % 17) - 8);
+      };
+      std::vector<float> k_row(row), v_row(row);
+      std::mt19937 rng(static_cast<uint32_t>(c));
+      std::normal_distribution<float> normal;
+      for (size_t pos = 0; pos < context; ++pos) {
+        for (size_t i = 0; i < row; ++i) {
+          k_row[i] = normal(rng);
+          v_row[i] = value(pos, i);
+        }
+        for (size_t layer = 0; layer < kLayers; ++layer) {
+          ASSERT_TRUE(cache.WriteKV(4, layer, pos, k_row.data(), v_row.data()).ok());
+        }
+      }
+      ASSERT_TRUE(cache.CommitTokens(4, context).ok());
+      // Prefix sums of v and |v| over positions, per element.
+      std::vector<double> prefix((context + 1) * row, 0.0), abs_prefix = prefix;
+      for (size_t pos = 0; pos < context; ++pos) {
+        for (size_t i = 0; i < row; ++i) {
+          prefix[(pos + 1) * row + i] = prefix[pos * row + i] + value(pos, i);
+          abs_prefix[(pos + 1) * row + i] =
+              abs_prefix[pos * row + i] + fabs(value(pos, i));
+        }
+      }
+      for (size_t window : {size_t{0}, size_t{300}}) {
+        for (size_t queries : {size_t{1}, std::min<size_t>(context, 40)}) {
+          for (const ParallelRunner* runner : {static_cast<const ParallelRunner*>(nullptr), &pool}) {
+            SCOPED_TRACE(Describe(format) + " context=" + std::to_string(context) +
+                         " window=" + std::to_string(window) + " queries=" +
+                         std::to_string(queries) + " threads=" +
+                         std::to_string(NumWorkers(runner)));
+            AttentionParams p = Heads(kv_heads, 3, dim);
+            p.sliding_window = window;
+            const size_t start = context - queries;
+            const std::vector<float> q(queries * p.num_q_heads * dim, 0.0f);
+            std::vector<float> out(q.size(), NAN);
+            AttentionWorkspace ws;
+            ASSERT_TRUE(Attention(cache, 4, kTestLayer, q.data(), queries, start,
+                                  out.data(), p, &ws, runner)
+                            .ok());
+            size_t failures = 0;
+            for (size_t i = 0; i < queries; ++i) {
+              const size_t pos = start + i;
+              const size_t first = AttentionWindowBegin(p, pos);
+              for (size_t h = 0; h < p.num_q_heads; ++h) {
+                for (size_t d = 0; d < dim; ++d) {
+                  const size_t e = (h / 3) * dim + d;
+                  const double sum =
+                      prefix[(pos + 1) * row + e] - prefix[first * row + e];
+                  const double abs_sum = abs_prefix[(pos + 1) * row + e] -
+                                         abs_prefix[first * row + e];
+                  const double count = static_cast<double>(pos + 1 - first);
+                  const double got = out[(i * p.num_q_heads + h) * dim + d];
+                  if (!(fabs(got - sum / count) <= 14 * kU * abs_sum / count) &&
+                      ++failures <= 5) {
+                    ADD_FAILURE() << "query " << i << " head " << h << " d " << d
+                                  << ": got " << got << " expected "
+                                  << sum / count;
+                  }
+                }
+              }
+            }
+            EXPECT_EQ(failures, 0u);
+          }
+        }
+      }
+    }
+  }
+}
+
+// A decode loop reuses its workspace: after the first call it never grows.
+TEST_P(AttentionTest, WorkspaceIsReused) {
+  PagedKvCache cache = MakeScatteredCache(3, 64, 16, KvFormat::kInt8, 40, 3);
+  ASSERT_TRUE(cache.AddSequence(5).ok());
+  const AttentionParams params = Heads(3, 3, 64);
+  const ParallelRunner pool = Pool3().Runner();
+  AttentionWorkspace ws;
+  std::vector<float> q(9 * 64, 0.5f), out(9 * 64);
+  const void* data = nullptr;
+  size_t size = 0;
+  for (size_t step = 0; step < 600; ++step) {
+    Append(&cache, 5, 1, static_cast<uint32_t>(step), true, nullptr);
+    ASSERT_TRUE(Attention(cache, 5, kTestLayer, q.data(), 1, step, out.data(),
+                          params, &ws, &pool)
+                    .ok());
+    if (step == 0) {
+      data = ws.data();
+      size = ws.size();
+    }
+    ASSERT_EQ(ws.data(), data);
+    ASSERT_EQ(ws.size(), size);
+  }
+}
+
+::testing::AssertionResult Mentions(const Status& status,
+                                    const std::string& text) {
+  if (status.message().find(text) != std::string::npos) {
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure()
+         << "message \"" << status.message() << "\" does not mention \"" << text
+         << "\"";
+}
+
+void ExpectError(const Status& status, StatusCode code,
+                 const std::string& mention) {
+  EXPECT_EQ(status.code(), code) << status.message();
+  EXPECT_TRUE(Mentions(status, mention));
+}
+
+// Bad input is rejected at the boundary with a message naming the value and
+// the limit, before anything is read.
+TEST_P(AttentionTest, BadInput) {
+  PagedKvCache cache = MakeScatteredCache(2, 64, 16, KvFormat::kF16, 8, 4);
+  ASSERT_TRUE(cache.AddSequence(1).ok());
+  Append(&cache, 1, 20, 1, true, nullptr);
+  const AttentionParams good = Heads(2, 2, 64);
+  std::vector<float> q(64 * 4 * 8, 0.1f), out(64 * 4 * 8);
+  AttentionWorkspace ws;
+  auto run = [&](const AttentionParams& p, KvSeqId seq = 1, size_t layer = 1,
+                 size_t nq = 1, size_t start = 19) {
+    return Attention(cache, seq, layer, q.data(), nq, start, out.data(), p, &ws);
+  };
+  ASSERT_TRUE(run(good).ok());
+  ExpectError(run(good, 99), StatusCode::kInvalidArgument,
+              "unknown sequence id 99");
+  ExpectError(run(good, 1, 2), StatusCode::kOutOfRange, "layer 2");
+  ExpectError(run(good, 1, 1, 2, 19), StatusCode::kOutOfRange, "holds 20");
+  ExpectError(run(good, 1, 1, 1, 20), StatusCode::kOutOfRange, "holds 20");
+
+  AttentionParams p = good;
+  p.num_q_heads = 5;
+  ExpectError(run(p), StatusCode::kInvalidArgument,
+              "num_q_heads = 5 is not a multiple of num_kv_heads = 2");
+  p = good;
+  p.num_q_heads = 0;
+  ExpectError(run(p), StatusCode::kInvalidArgument, "num_q_heads = 0");
+  p = good;
+  p.num_kv_heads = 4;
+  p.num_q_heads = 4;
+  ExpectError(run(p), StatusCode::kInvalidArgument,
+              "num_kv_heads = 4 but the KV cache has 2");
+  p = good;
+  p.head_dim = 128;
+  ExpectError(run(p), StatusCode::kInvalidArgument,
+              "head_dim = 128 but the KV cache has 64");
+  p = good;
+  p.scale = NAN;
+  ExpectError(run(p), StatusCode::kInvalidArgument, "scale");
+  p = good;
+  p.softcap = -1.0f;
+  ExpectError(run(p), StatusCode::kInvalidArgument, "softcap = -1");
+  p = good;
+  p.q_stride = 100;
+  ExpectError(run(p), StatusCode::kInvalidArgument, "q_stride = 100");
+  p = good;
+  p.out_stride = 255;
+  ExpectError(run(p), StatusCode::kInvalidArgument, "out_stride = 255");
+  const float bad_sinks[4] = {0.0f, 1.0f, INFINITY, 0.0f};
+  p = good;
+  p.sinks = bad_sinks;
+  ExpectError(run(p), StatusCode::kInvalidArgument, "sinks[2]");
+
+  ExpectError(Attention(cache, 1, 1, nullptr, 1, 19, out.data(), good, &ws),
+              StatusCode::kInvalidArgument, "q is null");
+  ExpectError(Attention(cache, 1, 1, q.data(), 1, 19, nullptr, good, &ws),
+              StatusCode::kInvalidArgument, "out is null");
+  ExpectError(Attention(cache, 1, 1, q.data(), 1, 19, out.data(), good, nullptr),
+              StatusCode::kInvalidArgument, "workspace is null");
+  ExpectError(Attention(cache, 1, 1, q.data(), SIZE_MAX, 19, out.data(), good,
+                        &ws),
+              StatusCode::kOutOfRange, "holds 20");
+  // Zero queries: nothing to do, but the shape is still checked.
+  EXPECT_TRUE(run(good, 1, 1, 0, 0).ok());
+  p = good;
+  p.num_q_heads = 3;
+  ExpectError(run(p, 1, 1, 0, 0), StatusCode::kInvalidArgument, "multiple");
+
+  // Caller-provided block tables: entries out of range, free, or too few.
+  KvBlockTable table;
+  ASSERT_TRUE(cache.BlockTable(1, &table).ok());
+  std::vector<uint32_t> own(table.begin(), table.end());
+  ASSERT_TRUE(AttentionWithBlockTable(cache, own.data(), own.size(), 1,
+                                      q.data(), 1, 19, out.data(), good, &ws)
+                  .ok());
+  std::vector<uint32_t> bad = own;
+  bad[1] = 12345;
+  ExpectError(AttentionWithBlockTable(cache, bad.data(), bad.size(), 1,
+                                      q.data(), 1, 19, out.data(), good, &ws),
+              StatusCode::kOutOfRange,
+              "block table entry 1: block index 12345 is out of range");
+  bad = own;
+  uint32_t free_block = 0;
+  while (cache.pool().RefCount(free_block) != 0) ++free_block;
+  bad[0] = free_block;
+  ExpectError(AttentionWithBlockTable(cache, bad.data(), bad.size(), 1,
+                                      q.data(), 1, 19, out.data(), good, &ws),
+              StatusCode::kInvalidArgument, "is free");
+  ExpectError(AttentionWithBlockTable(cache, own.data(), 1, 1, q.data(), 1, 19,
+                                      out.data(), good, &ws),
+              StatusCode::kOutOfRange, "block table has 1 entries");
+  ExpectError(AttentionWithBlockTable(cache, nullptr, 2, 1, q.data(), 1, 19,
+                                      out.data(), good, &ws),
+              StatusCode::kInvalidArgument, "block table is null");
+
+  PagedKvCache empty;
+  ExpectError(Attention(empty, 1, 0, q.data(), 1, 0, out.data(), good, &ws),
+              StatusCode::kInvalidArgument, "unknown sequence id 1");
+  ExpectError(AttentionWithBlockTable(empty, own.data(), own.size(), 0,
+                                      q.data(), 1, 0, out.data(), good, &ws),
+              StatusCode::kInvalidArgument, "KV cache is empty");
+}
+
+QKERN_INSTANTIATE_PER_TARGET(AttentionTest);
+
+}  // namespace
+}  // namespace qkern
