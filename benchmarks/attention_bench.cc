@@ -7,6 +7,7 @@
 // p.v over the causal pairs) and the fraction of the f32 FMA peak.
 //
 //   qkern_bench --benchmark_filter=Attention/Decode/Llama
+#include <benchmark/benchmark.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,8 +21,6 @@
 #include <string>
 #include <tuple>
 #include <vector>
-
-#include <benchmark/benchmark.h>
 
 #include "qkern/kernels/attention.h"
 #include "qkern/kv/paged_kv_cache.h"
@@ -79,8 +78,8 @@ std::unique_ptr<PagedKvCache> MakeCache(const ModelShape& m, KvFormat format,
   config.block_tokens = kBlockTokens;
   config.format = format;
   KvBlockLayout layout;
-  if (!KvBlockLayout::Compute(layers, m.num_kv_heads, m.head_dim,
-                              kBlockTokens, format, &layout)
+  if (!KvBlockLayout::Compute(layers, m.num_kv_heads, m.head_dim, kBlockTokens,
+                              format, &layout)
            .ok()) {
     abort();
   }
@@ -146,8 +145,8 @@ AttentionParams ParamsFor(const ModelShape& m) {
 void RunDecode(benchmark::State& state, const ModelShape& m, KvFormat format,
                size_t context, size_t threads) {
   const size_t layer_bytes = KvBytes(m, format, context);
-  const size_t layers = std::min(
-      m.num_layers, std::max<size_t>(1, kColdBytes / layer_bytes));
+  const size_t layers =
+      std::min(m.num_layers, std::max<size_t>(1, kColdBytes / layer_bytes));
   const size_t copies = std::max<size_t>(
       1, (kColdBytes + layers * layer_bytes - 1) / (layers * layer_bytes));
   BenchCaches& caches = CachesFor(m, format, context, layers, copies);
@@ -162,9 +161,9 @@ void RunDecode(benchmark::State& state, const ModelShape& m, KvFormat format,
     const auto start = std::chrono::steady_clock::now();
     const Status s = Attention(*caches.copies[copy], 1, layer, q.data(), 1,
                                context - 1, out.data(), params, &ws, &runner);
-    const double t = std::chrono::duration<double>(
-                         std::chrono::steady_clock::now() - start)
-                         .count();
+    const double t =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
     if (!s.ok()) state.SkipWithError(s.message().c_str());
     benchmark::DoNotOptimize(out.data());
     state.SetIterationTime(t);
@@ -174,8 +173,8 @@ void RunDecode(benchmark::State& state, const ModelShape& m, KvFormat format,
       copy = copy + 1 == copies ? 0 : copy + 1;
     }
   }
-  const double gbs = layer_bytes * static_cast<double>(state.iterations()) /
-                     seconds / 1e9;
+  const double gbs =
+      layer_bytes * static_cast<double>(state.iterations()) / seconds / 1e9;
   state.counters["GB/s"] = gbs;
   state.counters["roof"] = gbs / bandwidth;
   state.SetLabel(ActiveTargetName());
@@ -198,9 +197,9 @@ void RunPrefill(benchmark::State& state, const ModelShape& m, KvFormat format,
     const auto start = std::chrono::steady_clock::now();
     const Status s = Attention(cache, 1, 0, q.data(), tokens, 0, out.data(),
                                params, &ws, &runner);
-    const double t = std::chrono::duration<double>(
-                         std::chrono::steady_clock::now() - start)
-                         .count();
+    const double t =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
     if (!s.ok()) state.SkipWithError(s.message().c_str());
     benchmark::DoNotOptimize(out.data());
     state.SetIterationTime(t);
@@ -224,10 +223,10 @@ bool RegisterAll() {
     for (size_t context : {512, 2048, 8192, 32768}) {
       for (KvFormat format : formats) {
         for (size_t threads : thread_counts) {
-          const std::string name =
-              std::string("Attention/Decode/") + m.name + "/" +
-              GetKvFormatInfo(format).name + "/context:" +
-              std::to_string(context) + "/threads:" + std::to_string(threads);
+          const std::string name = std::string("Attention/Decode/") + m.name +
+                                   "/" + GetKvFormatInfo(format).name +
+                                   "/context:" + std::to_string(context) +
+                                   "/threads:" + std::to_string(threads);
           benchmark::RegisterBenchmark(
               name.c_str(),
               [&m, format, context, threads](benchmark::State& state) {
@@ -243,10 +242,10 @@ bool RegisterAll() {
     for (size_t tokens : {512, 2048}) {
       for (KvFormat format : formats) {
         for (size_t threads : thread_counts) {
-          const std::string name =
-              std::string("Attention/Prefill/") + m.name + "/" +
-              GetKvFormatInfo(format).name + "/tokens:" +
-              std::to_string(tokens) + "/threads:" + std::to_string(threads);
+          const std::string name = std::string("Attention/Prefill/") + m.name +
+                                   "/" + GetKvFormatInfo(format).name +
+                                   "/tokens:" + std::to_string(tokens) +
+                                   "/threads:" + std::to_string(threads);
           benchmark::RegisterBenchmark(
               name.c_str(),
               [&m, format, tokens, threads](benchmark::State& state) {

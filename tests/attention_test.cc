@@ -6,16 +6,17 @@
 // u = 2^-24, gamma(n) = n u / (1 - n u), for one output element o of a row
 // with attended positions t, softmax weights pi_t and values v_t:
 //  - A logit is a dot of head_dim terms accumulated with FMA in lanes, a
-//    horizontal sum (log2 lanes adds), then one or two scale multiplies (int8:
-//    scale * row scale). The reference's int8 values are fl(scale * code), one
-//    more rounding per element. So |ds| <= gamma(head_dim + 6) * D with
-//    D = |scale| max_t sum_d |q_d k_td|. Soft-capping x -> c tanh(x / c) has
-//    slope <= 1 and adds c * (8u tanh ulp bound + u) + 2u |x| (reciprocal and
-//    product roundings).
+//    horizontal sum (at most 5 adds deep), then one or two scale multiplies
+//    (int8: scale * row scale). The reference's int8 values are fl(scale *
+//    code), one more rounding per element. So |ds| <= gamma(head_dim + 6) * D
+//    with D = |scale| max_t sum_d |q_d k_td|. Soft-capping x -> c tanh(x / c)
+//    has slope <= 1 and adds c * (8u tanh ulp bound + u) + 2u |x| (reciprocal
+//    and product roundings).
 //  - A weight exp(s - m) then carries relative error <= ds + u |s - m|
 //    (subtraction) + 2u (Exp, 1 ulp); each rescale of (acc, l) by
 //    exp(m_old - m_new) adds <= 6u (exp, the argument, and the separate
-//    roundings of acc and l), at most once per tile; merging KV splits adds
+//    roundings of acc and l), at most once per tile (the test counts more
+//    tiles than there are); merging KV splits adds
 //    one more exp (<= 2u + u |s - m|). Int8 V weights get one more product.
 //    Call the total eta.
 //  - Relative weight errors <= eta move o by <= 2 eta sum_t pi_t |v_t| (to
@@ -35,6 +36,7 @@
 // (e^(2 Delta) - 1) sum_t pi_t |v_t|.
 #include "qkern/kernels/attention.h"
 
+#include <gtest/gtest.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -43,8 +45,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "qkern/kernels/attention_ref.h"
 #include "qkern/kv/paged_kv_cache.h"
@@ -109,7 +109,8 @@ struct Originals {
 // std::normal_distribution would dominate the test's run time.
 class FastRandom {
  public:
-  explicit FastRandom(uint64_t seed) : state_(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  explicit FastRandom(uint64_t seed)
+      : state_(seed * 0x9E3779B97F4A7C15ull + 1) {}
 
   void Fill(float* x, size_t n, float outliers) {
     const uint64_t outlier_below = static_cast<uint64_t>(outliers * 65536.0f);
@@ -118,7 +119,8 @@ class FastRandom {
       const int sum = static_cast<int>((r & 0xFFFF) + ((r >> 16) & 0xFFFF) +
                                        ((r >> 32) & 0xFFFF) + (r >> 48));
       // Mean 4 * 32767.5, variance 4 * 65536^2 / 12.
-      float value = (static_cast<float>(sum) - 131070.0f) * (1.7320508f / 65536.0f);
+      float value =
+          (static_cast<float>(sum) - 131070.0f) * (1.7320508f / 65536.0f);
       if ((Next() & 0xFFFF) < outlier_below) value *= 30.0f;
       x[i] = value;
     }
@@ -150,7 +152,8 @@ void Append(PagedKvCache* cache, KvSeqId seq, size_t n, uint32_t seed,
     for (size_t layer = 0; layer < kLayers; ++layer) {
       random.Fill(k.data(), row, outliers);
       random.Fill(v.data(), row, outliers);
-      ASSERT_TRUE(cache->WriteKV(seq, layer, length + i, k.data(), v.data()).ok());
+      ASSERT_TRUE(
+          cache->WriteKV(seq, layer, length + i, k.data(), v.data()).ok());
       if (layer == kTestLayer && originals != nullptr) {
         originals->k.insert(originals->k.end(), k.begin(), k.end());
         originals->v.insert(originals->v.end(), v.begin(), v.end());
@@ -176,10 +179,9 @@ void StorageBounds(KvFormat format, const float* x, size_t n, double* bound) {
                    std::ldexp(1.0, -25);
         break;
       case KvFormat::kInt8:
-        bound[i] = amax < kKvInt8MinAmax
-                       ? amax
-                       : static_cast<double>(amax / 127.0f) *
-                             (0.5 + std::ldexp(1.0, -15));
+        bound[i] = amax < kKvInt8MinAmax ? amax
+                                         : static_cast<double>(amax / 127.0f) *
+                                               (0.5 + std::ldexp(1.0, -15));
         break;
     }
   }
@@ -207,27 +209,29 @@ void RunAndCheck(const PagedKvCache& cache, KvSeqId seq, const RunSpec& spec) {
   const size_t row = p.num_q_heads * dim;
   SCOPED_TRACE(Describe(cache.config().format) + " dim=" + std::to_string(dim) +
                " heads=" + std::to_string(p.num_q_heads) + "/" +
-               std::to_string(p.num_kv_heads) + " block=" +
-               std::to_string(cache.config().block_tokens) + " queries=" +
-               std::to_string(nq) + " start=" + std::to_string(spec.q_start_pos) +
-               " window=" + std::to_string(p.sliding_window) + " softcap=" +
-               std::to_string(p.softcap) + " sinks=" +
-               std::to_string(p.sinks != nullptr) + " threads=" +
-               std::to_string(NumWorkers(spec.runner)));
+               std::to_string(p.num_kv_heads) +
+               " block=" + std::to_string(cache.config().block_tokens) +
+               " queries=" + std::to_string(nq) +
+               " start=" + std::to_string(spec.q_start_pos) +
+               " window=" + std::to_string(p.sliding_window) +
+               " softcap=" + std::to_string(p.softcap) +
+               " sinks=" + std::to_string(p.sinks != nullptr) +
+               " threads=" + std::to_string(NumWorkers(spec.runner)));
 
   std::vector<float> q = test::RandomValues(nq * q_stride, spec.seed, 0.0f);
   for (float& x : q) x *= spec.q_gain;
   std::vector<float> out(nq * out_stride, NAN);
   AttentionWorkspace ws;
-  const Status status = Attention(cache, seq, kTestLayer, q.data(), nq,
-                                  spec.q_start_pos, out.data(), p, &ws,
-                                  spec.runner);
+  const Status status =
+      Attention(cache, seq, kTestLayer, q.data(), nq, spec.q_start_pos,
+                out.data(), p, &ws, spec.runner);
   ASSERT_TRUE(status.ok()) << status.message();
 
   const size_t kv_row = cache.RowFloats();
   std::vector<float> k(kv_len * kv_row), v(kv_len * kv_row);
   for (size_t t = 0; t < kv_len; ++t) {
-    ASSERT_TRUE(cache.ReadKV(seq, kTestLayer, t, &k[t * kv_row], &v[t * kv_row]).ok());
+    ASSERT_TRUE(
+        cache.ReadKV(seq, kTestLayer, t, &k[t * kv_row], &v[t * kv_row]).ok());
   }
   std::vector<double> expected(nq * row);
   ref::AttentionTerms terms;
@@ -235,9 +239,9 @@ void RunAndCheck(const PagedKvCache& cache, KvSeqId seq, const RunSpec& spec) {
                  expected.data(), &terms);
 
   const size_t block_tokens = cache.config().block_tokens;
-  const double tiles = static_cast<double>(kv_len) /
-                           std::min<size_t>(block_tokens, 32) +
-                       static_cast<double>(kv_len) / block_tokens + 3;
+  const double tiles =
+      static_cast<double>(kv_len) / std::min<size_t>(block_tokens, 32) +
+      static_cast<double>(kv_len) / block_tokens + 3;
   const double cap = p.softcap;
   const bool int8 = cache.config().format == KvFormat::kInt8;
   std::vector<double> arith_bound(nq * row);
@@ -396,9 +400,8 @@ TEST_P(AttentionTest, Prefill) {
     size_t queries, start, dim, kv_heads, ratio, block_tokens;
   };
   std::vector<Case> cases = {
-      {7, 0, 64, 2, 4, 16},    {33, 0, 80, 1, 8, 32},
-      {16, 17, 96, 3, 3, 16},  {17, 15, 128, 2, 1, 32},
-      {2, 1, 256, 1, 1, 16},   {64, 200, 64, 3, 3, 32},
+      {7, 0, 64, 2, 4, 16},    {33, 0, 80, 1, 8, 32}, {16, 17, 96, 3, 3, 16},
+      {17, 15, 128, 2, 1, 32}, {2, 1, 256, 1, 1, 16}, {64, 200, 64, 3, 3, 32},
   };
   if (!test::UnderEmulation()) cases.push_back({100, 900, 128, 2, 4, 16});
   const ParallelRunner pool = Pool3().Runner();
@@ -589,7 +592,8 @@ TEST_P(AttentionTest, ExactMeanOfValues) {
       // v[pos][head][d]: integers in [-8, 8] that differ between positions.
       auto value = [&](size_t pos, size_t i) -> float {
         if (i % dim == 0) return 127.0f;
-        return static_cast<float>(static_cast<int>((pos * 7 + i * 3 + pos / 5) % 17) - 8);
+        return static_cast<float>(
+            static_cast<int>((pos * 7 + i * 3 + pos / 5) % 17) - 8);
       };
       std::vector<float> k_row(row), v_row(row);
       std::mt19937 rng(static_cast<uint32_t>(c));
@@ -600,7 +604,8 @@ TEST_P(AttentionTest, ExactMeanOfValues) {
           v_row[i] = value(pos, i);
         }
         for (size_t layer = 0; layer < kLayers; ++layer) {
-          ASSERT_TRUE(cache.WriteKV(4, layer, pos, k_row.data(), v_row.data()).ok());
+          ASSERT_TRUE(
+              cache.WriteKV(4, layer, pos, k_row.data(), v_row.data()).ok());
         }
       }
       ASSERT_TRUE(cache.CommitTokens(4, context).ok());
@@ -615,19 +620,21 @@ TEST_P(AttentionTest, ExactMeanOfValues) {
       }
       for (size_t window : {size_t{0}, size_t{300}}) {
         for (size_t queries : {size_t{1}, std::min<size_t>(context, 40)}) {
-          for (const ParallelRunner* runner : {static_cast<const ParallelRunner*>(nullptr), &pool}) {
-            SCOPED_TRACE(Describe(format) + " context=" + std::to_string(context) +
-                         " window=" + std::to_string(window) + " queries=" +
-                         std::to_string(queries) + " threads=" +
-                         std::to_string(NumWorkers(runner)));
+          for (const ParallelRunner* runner :
+               {static_cast<const ParallelRunner*>(nullptr), &pool}) {
+            SCOPED_TRACE(Describe(format) +
+                         " context=" + std::to_string(context) +
+                         " window=" + std::to_string(window) +
+                         " queries=" + std::to_string(queries) +
+                         " threads=" + std::to_string(NumWorkers(runner)));
             AttentionParams p = Heads(kv_heads, 3, dim);
             p.sliding_window = window;
             const size_t start = context - queries;
             const std::vector<float> q(queries * p.num_q_heads * dim, 0.0f);
             std::vector<float> out(q.size(), NAN);
             AttentionWorkspace ws;
-            ASSERT_TRUE(Attention(cache, 4, kTestLayer, q.data(), queries, start,
-                                  out.data(), p, &ws, runner)
+            ASSERT_TRUE(Attention(cache, 4, kTestLayer, q.data(), queries,
+                                  start, out.data(), p, &ws, runner)
                             .ok());
             size_t failures = 0;
             for (size_t i = 0; i < queries; ++i) {
@@ -644,9 +651,9 @@ TEST_P(AttentionTest, ExactMeanOfValues) {
                   const double got = out[(i * p.num_q_heads + h) * dim + d];
                   if (!(fabs(got - sum / count) <= 14 * kU * abs_sum / count) &&
                       ++failures <= 5) {
-                    ADD_FAILURE() << "query " << i << " head " << h << " d " << d
-                                  << ": got " << got << " expected "
-                                  << sum / count;
+                    ADD_FAILURE()
+                        << "query " << i << " head " << h << " d " << d
+                        << ": got " << got << " expected " << sum / count;
                   }
                 }
               }
@@ -710,7 +717,8 @@ TEST_P(AttentionTest, BadInput) {
   AttentionWorkspace ws;
   auto run = [&](const AttentionParams& p, KvSeqId seq = 1, size_t layer = 1,
                  size_t nq = 1, size_t start = 19) {
-    return Attention(cache, seq, layer, q.data(), nq, start, out.data(), p, &ws);
+    return Attention(cache, seq, layer, q.data(), nq, start, out.data(), p,
+                     &ws);
   };
   ASSERT_TRUE(run(good).ok());
   ExpectError(run(good, 99), StatusCode::kInvalidArgument,
@@ -756,11 +764,12 @@ TEST_P(AttentionTest, BadInput) {
               StatusCode::kInvalidArgument, "q is null");
   ExpectError(Attention(cache, 1, 1, q.data(), 1, 19, nullptr, good, &ws),
               StatusCode::kInvalidArgument, "out is null");
-  ExpectError(Attention(cache, 1, 1, q.data(), 1, 19, out.data(), good, nullptr),
-              StatusCode::kInvalidArgument, "workspace is null");
-  ExpectError(Attention(cache, 1, 1, q.data(), SIZE_MAX, 19, out.data(), good,
-                        &ws),
-              StatusCode::kOutOfRange, "holds 20");
+  ExpectError(
+      Attention(cache, 1, 1, q.data(), 1, 19, out.data(), good, nullptr),
+      StatusCode::kInvalidArgument, "workspace is null");
+  ExpectError(
+      Attention(cache, 1, 1, q.data(), SIZE_MAX, 19, out.data(), good, &ws),
+      StatusCode::kOutOfRange, "holds 20");
   // Zero queries: nothing to do, but the shape is still checked.
   EXPECT_TRUE(run(good, 1, 1, 0, 0).ok());
   p = good;

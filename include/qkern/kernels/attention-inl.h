@@ -75,17 +75,17 @@ constexpr size_t kAttnMinSplitTokens = 128;
 
 // How a call is cut into tasks, and the workspace it needs.
 struct AttentionPlan {
-  size_t group = 0;       // q heads per kv head
-  size_t q_tile = 0;      // queries per task
+  size_t group = 0;   // q heads per kv head
+  size_t q_tile = 0;  // queries per task
   size_t q_tiles = 0;
-  size_t splits = 0;      // KV ranges per (kv head, query tile)
-  size_t num_tasks = 0;   // num_kv_heads * q_tiles * splits
-  size_t rows = 0;        // softmax rows per task: q_tile * group
-  size_t acc_stride = 0;  // floats per row of acc
-  size_t state_floats = 0;    // acc rows, then m and l per row
-  size_t worker_floats = 0;   // per-worker logits buffer plus a state
+  size_t splits = 0;         // KV ranges per (kv head, query tile)
+  size_t num_tasks = 0;      // num_kv_heads * q_tiles * splits
+  size_t rows = 0;           // softmax rows per task: q_tile * group
+  size_t acc_stride = 0;     // floats per row of acc
+  size_t state_floats = 0;   // acc rows, then m and l per row
+  size_t worker_floats = 0;  // per-worker logits buffer plus a state
   size_t workers = 0;
-  size_t partial_tasks = 0;   // task states kept for the merge (workspace)
+  size_t partial_tasks = 0;  // task states kept for the merge (workspace)
   size_t workspace_bytes = 0;
 };
 
@@ -94,9 +94,8 @@ inline size_t AttnRoundUp16(size_t n) { return (n + 15) / 16 * 16; }
 // `workers` is NumWorkers(runner). The workspace size depends on the shape
 // and the worker count but not on kv_len, so a decoder's workspace reaches
 // its final size on the first call.
-inline AttentionPlan PlanAttention(const AttentionParams& p,
-                                   size_t num_queries, size_t q_start_pos,
-                                   size_t workers) {
+inline AttentionPlan PlanAttention(const AttentionParams& p, size_t num_queries,
+                                   size_t q_start_pos, size_t workers) {
   AttentionPlan plan;
   plan.group = p.num_q_heads / p.num_kv_heads;
   plan.q_tile = std::max<size_t>(1, kAttnTargetRows / plan.group);
@@ -119,20 +118,20 @@ inline AttentionPlan PlanAttention(const AttentionParams& p,
   if (p.sliding_window != 0) {
     span = std::min(span, p.sliding_window + plan.q_tile - 1);
   }
-  plan.splits = std::max<size_t>(
-      1, std::min(want, span / kAttnMinSplitTokens));
+  plan.splits = std::max<size_t>(1, std::min(want, span / kAttnMinSplitTokens));
   plan.num_tasks = base_tasks * plan.splits;
   plan.partial_tasks = want > 1 ? base_tasks * want : 0;
-  plan.workspace_bytes =
-      (plan.workers * plan.worker_floats +
-       plan.partial_tasks * plan.state_floats) * sizeof(float);
+  plan.workspace_bytes = (plan.workers * plan.worker_floats +
+                          plan.partial_tasks * plan.state_floats) *
+                         sizeof(float);
   return plan;
 }
 
 // Everything one attention call needs, validated by the public entry point.
 struct AttentionCall {
   const PagedKvCache* cache;
-  const uint32_t* block_table;  // covers positions [0, q_start_pos + num_queries)
+  // Covers positions [0, q_start_pos + num_queries), entries validated.
+  const uint32_t* block_table;
   size_t layer;
   const float* q;
   size_t q_stride;
@@ -158,6 +157,9 @@ struct AttentionCall {
 #define QKERN_KERNELS_ATTENTION_INL_H_
 #endif
 
+#include <hwy/cache_control.h>
+#include <hwy/contrib/math/math-inl.h>
+#include <hwy/highway.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -166,10 +168,6 @@ struct AttentionCall {
 #include <algorithm>
 #include <cmath>
 #include <limits>
-
-#include <hwy/cache_control.h>
-#include <hwy/contrib/math/math-inl.h>
-#include <hwy/highway.h>
 
 #include "qkern/base/f16.h"
 
@@ -203,7 +201,8 @@ struct KvLoad<KvFormat::kF16> {
   static HWY_INLINE VAttn Vec(const uint8_t* row, size_t i) {
     const hn::Rebind<hwy::float16_t, DAttn> dh;
     return hn::PromoteTo(
-        DAttn(), hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(row) + i));
+        DAttn(),
+        hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(row) + i));
   }
   static HWY_INLINE float One(const uint8_t* row, size_t i) {
     f16_t h;
@@ -218,7 +217,9 @@ struct KvLoad<KvFormat::kInt8> {
     const hn::Rebind<int8_t, DAttn> d8;
     const hn::Rebind<int32_t, DAttn> d32;
     return hn::ConvertTo(
-        DAttn(), hn::PromoteTo(d32, hn::LoadU(d8, reinterpret_cast<const int8_t*>(row) + i)));
+        DAttn(),
+        hn::PromoteTo(d32,
+                      hn::LoadU(d8, reinterpret_cast<const int8_t*>(row) + i)));
   }
   static HWY_INLINE float One(const uint8_t* row, size_t i) {
     return static_cast<float>(static_cast<int8_t>(row[i]));
@@ -257,8 +258,10 @@ HWY_INLINE void StoreSums4(VAttn a, VAttn b, VAttn c, VAttn e,
   const DAttn d;
   const hn::Repartition<uint64_t, DAttn> d64;
   // Per block: [a0 + a2, b0 + b2, a1 + a3, b1 + b3], likewise for c, e.
-  const VAttn ab = hn::Add(hn::InterleaveLower(d, a, b), hn::InterleaveUpper(d, a, b));
-  const VAttn ce = hn::Add(hn::InterleaveLower(d, c, e), hn::InterleaveUpper(d, c, e));
+  const VAttn ab =
+      hn::Add(hn::InterleaveLower(d, a, b), hn::InterleaveUpper(d, a, b));
+  const VAttn ce =
+      hn::Add(hn::InterleaveLower(d, c, e), hn::InterleaveUpper(d, c, e));
   const auto ab64 = hn::BitCast(d64, ab);
   const auto ce64 = hn::BitCast(d64, ce);
   const VAttn sums =
@@ -273,7 +276,8 @@ HWY_INLINE void StoreSums4(VAttn a, VAttn b, VAttn c, VAttn e,
   HWY_ALIGN float blocks[detail::kAttnMaxLanes];
   hn::StoreU(sums, d, blocks);
   auto total = hn::LoadU(d4, blocks);
-  for (size_t i = 4; i < N; i += 4) total = hn::Add(total, hn::LoadU(d4, blocks + i));
+  for (size_t i = 4; i < N; i += 4)
+    total = hn::Add(total, hn::LoadU(d4, blocks + i));
   hn::StoreU(total, d4, out);
 }
 #endif
@@ -286,9 +290,9 @@ HWY_INLINE void StoreSums4(VAttn a, VAttn b, VAttn c, VAttn e,
 // later columns afterwards or ignores them).
 // Unless null, `k_ahead` and `v_ahead` are the K and V rows a tile later,
 // prefetched a few lines per pass: blocks are scattered, so the hardware
-// prefetcher loses the stream at every block boundary, and a burst of
-// prefetches per block overflows the miss queue (such prefetches are
-// dropped). This keeps decode from stalling on memory latency.
+// prefetcher loses the stream at every block boundary. Spreading the
+// prefetches matters: one burst per tile measured no faster than none (the
+// miss queue fills), these doubled cold-cache decode speed on Zen 5.
 template <KvFormat kFormat, size_t kRows>
 HWY_INLINE void DotTile(const float* const* q, size_t dim, const uint8_t* k,
                         size_t k_stride, size_t n, float* scores,
@@ -317,8 +321,8 @@ HWY_INLINE void DotTile(const float* const* q, size_t dim, const uint8_t* k,
         hwy::Prefetch(v_ahead + t * k_stride + off);
       }
     }
-#define QKERN_ATTN_ZERO(r)                                          \
-  auto s##r##0 = hn::Zero(d), s##r##1 = hn::Zero(d);                \
+#define QKERN_ATTN_ZERO(r)                           \
+  auto s##r##0 = hn::Zero(d), s##r##1 = hn::Zero(d); \
   auto s##r##2 = hn::Zero(d), s##r##3 = hn::Zero(d);
     QKERN_ATTN_FOR_ROWS(QKERN_ATTN_ZERO)
 #undef QKERN_ATTN_ZERO
@@ -327,27 +331,27 @@ HWY_INLINE void DotTile(const float* const* q, size_t dim, const uint8_t* k,
       const VAttn kv1 = Load::Vec(k1, i);
       const VAttn kv2 = Load::Vec(k2, i);
       const VAttn kv3 = Load::Vec(k3, i);
-#define QKERN_ATTN_DOT(r)                        \
-  if constexpr (kRows > r) {                     \
-    const VAttn qv = hn::LoadU(d, q##r + i);     \
-    s##r##0 = hn::MulAdd(qv, kv0, s##r##0);      \
-    s##r##1 = hn::MulAdd(qv, kv1, s##r##1);      \
-    s##r##2 = hn::MulAdd(qv, kv2, s##r##2);      \
-    s##r##3 = hn::MulAdd(qv, kv3, s##r##3);      \
+#define QKERN_ATTN_DOT(r)                    \
+  if constexpr (kRows > r) {                 \
+    const VAttn qv = hn::LoadU(d, q##r + i); \
+    s##r##0 = hn::MulAdd(qv, kv0, s##r##0);  \
+    s##r##1 = hn::MulAdd(qv, kv1, s##r##1);  \
+    s##r##2 = hn::MulAdd(qv, kv2, s##r##2);  \
+    s##r##3 = hn::MulAdd(qv, kv3, s##r##3);  \
   }
       QKERN_ATTN_FOR_ROWS(QKERN_ATTN_DOT)
 #undef QKERN_ATTN_DOT
     }
-#define QKERN_ATTN_STORE(r)                                             \
-  if constexpr (kRows > r) {                                            \
-    float* out = scores + r * S + t;                                    \
-    StoreSums4(s##r##0, s##r##1, s##r##2, s##r##3, out);                \
-    for (size_t i = full; i < dim; ++i) {                               \
-      out[0] += q##r[i] * Load::One(k0, i);                             \
-      out[1] += q##r[i] * Load::One(k1, i);                             \
-      out[2] += q##r[i] * Load::One(k2, i);                             \
-      out[3] += q##r[i] * Load::One(k3, i);                             \
-    }                                                                   \
+#define QKERN_ATTN_STORE(r)                              \
+  if constexpr (kRows > r) {                             \
+    float* out = scores + r * S + t;                     \
+    StoreSums4(s##r##0, s##r##1, s##r##2, s##r##3, out); \
+    for (size_t i = full; i < dim; ++i) {                \
+      out[0] += q##r[i] * Load::One(k0, i);              \
+      out[1] += q##r[i] * Load::One(k1, i);              \
+      out[2] += q##r[i] * Load::One(k2, i);              \
+      out[3] += q##r[i] * Load::One(k3, i);              \
+    }                                                    \
   }
     QKERN_ATTN_FOR_ROWS(QKERN_ATTN_STORE)
 #undef QKERN_ATTN_STORE
@@ -372,11 +376,11 @@ HWY_INLINE void AccumulateTile(const float* p, size_t n, const uint8_t* v,
   float* HWY_RESTRICT acc3 = acc + (kRows > 3 ? 3 : 0) * acc_stride;
   size_t i = 0;
   for (; i + 2 * N <= dim; i += 2 * N) {
-#define QKERN_ATTN_LOAD2(r)                                 \
-  auto a##r##0 = hn::Zero(d), a##r##1 = hn::Zero(d);        \
-  if constexpr (kRows > r) {                                \
-    a##r##0 = hn::LoadU(d, acc##r + i);                     \
-    a##r##1 = hn::LoadU(d, acc##r + i + N);                 \
+#define QKERN_ATTN_LOAD2(r)                          \
+  auto a##r##0 = hn::Zero(d), a##r##1 = hn::Zero(d); \
+  if constexpr (kRows > r) {                         \
+    a##r##0 = hn::LoadU(d, acc##r + i);              \
+    a##r##1 = hn::LoadU(d, acc##r + i + N);          \
   }
     QKERN_ATTN_FOR_ROWS(QKERN_ATTN_LOAD2)
 #undef QKERN_ATTN_LOAD2
@@ -384,33 +388,34 @@ HWY_INLINE void AccumulateTile(const float* p, size_t n, const uint8_t* v,
       const uint8_t* vt = v + t * v_stride;
       const VAttn v0 = Load::Vec(vt, i);
       const VAttn v1 = Load::Vec(vt, i + N);
-#define QKERN_ATTN_FMA2(r)                             \
-  if constexpr (kRows > r) {                           \
-    const VAttn pr = hn::Set(d, p[r * S + t]);         \
-    a##r##0 = hn::MulAdd(pr, v0, a##r##0);             \
-    a##r##1 = hn::MulAdd(pr, v1, a##r##1);             \
+#define QKERN_ATTN_FMA2(r)                     \
+  if constexpr (kRows > r) {                   \
+    const VAttn pr = hn::Set(d, p[r * S + t]); \
+    a##r##0 = hn::MulAdd(pr, v0, a##r##0);     \
+    a##r##1 = hn::MulAdd(pr, v1, a##r##1);     \
   }
       QKERN_ATTN_FOR_ROWS(QKERN_ATTN_FMA2)
 #undef QKERN_ATTN_FMA2
     }
-#define QKERN_ATTN_STORE2(r)                   \
-  if constexpr (kRows > r) {                   \
-    hn::StoreU(a##r##0, d, acc##r + i);        \
-    hn::StoreU(a##r##1, d, acc##r + i + N);    \
+#define QKERN_ATTN_STORE2(r)                \
+  if constexpr (kRows > r) {                \
+    hn::StoreU(a##r##0, d, acc##r + i);     \
+    hn::StoreU(a##r##1, d, acc##r + i + N); \
   }
     QKERN_ATTN_FOR_ROWS(QKERN_ATTN_STORE2)
 #undef QKERN_ATTN_STORE2
   }
   for (; i + N <= dim; i += N) {
-#define QKERN_ATTN_LOAD1(r)                                         \
-  auto a##r = hn::Zero(d);                                          \
+#define QKERN_ATTN_LOAD1(r) \
+  auto a##r = hn::Zero(d);  \
   if constexpr (kRows > r) a##r = hn::LoadU(d, acc##r + i);
     QKERN_ATTN_FOR_ROWS(QKERN_ATTN_LOAD1)
 #undef QKERN_ATTN_LOAD1
     for (size_t t = 0; t < n; ++t) {
       const VAttn v0 = Load::Vec(v + t * v_stride, i);
 #define QKERN_ATTN_FMA1(r) \
-  if constexpr (kRows > r) a##r = hn::MulAdd(hn::Set(d, p[r * S + t]), v0, a##r);
+  if constexpr (kRows > r) \
+    a##r = hn::MulAdd(hn::Set(d, p[r * S + t]), v0, a##r);
       QKERN_ATTN_FOR_ROWS(QKERN_ATTN_FMA1)
 #undef QKERN_ATTN_FMA1
     }
@@ -440,13 +445,17 @@ HWY_INLINE void DotRows(size_t rows, const float* const* q, size_t dim,
                         const uint8_t* v_ahead) {
   switch (rows) {
     case 1:
-      return DotTile<kFormat, 1>(q, dim, k, k_stride, n, scores, k_ahead, v_ahead);
+      return DotTile<kFormat, 1>(q, dim, k, k_stride, n, scores, k_ahead,
+                                 v_ahead);
     case 2:
-      return DotTile<kFormat, 2>(q, dim, k, k_stride, n, scores, k_ahead, v_ahead);
+      return DotTile<kFormat, 2>(q, dim, k, k_stride, n, scores, k_ahead,
+                                 v_ahead);
     case 3:
-      return DotTile<kFormat, 3>(q, dim, k, k_stride, n, scores, k_ahead, v_ahead);
+      return DotTile<kFormat, 3>(q, dim, k, k_stride, n, scores, k_ahead,
+                                 v_ahead);
     default:
-      return DotTile<kFormat, 4>(q, dim, k, k_stride, n, scores, k_ahead, v_ahead);
+      return DotTile<kFormat, 4>(q, dim, k, k_stride, n, scores, k_ahead,
+                                 v_ahead);
   }
 }
 
@@ -456,13 +465,17 @@ HWY_INLINE void AccumulateRows(size_t rows, const float* p, size_t n,
                                float* acc, size_t acc_stride) {
   switch (rows) {
     case 1:
-      return AccumulateTile<kFormat, 1>(p, n, v, v_stride, dim, acc, acc_stride);
+      return AccumulateTile<kFormat, 1>(p, n, v, v_stride, dim, acc,
+                                        acc_stride);
     case 2:
-      return AccumulateTile<kFormat, 2>(p, n, v, v_stride, dim, acc, acc_stride);
+      return AccumulateTile<kFormat, 2>(p, n, v, v_stride, dim, acc,
+                                        acc_stride);
     case 3:
-      return AccumulateTile<kFormat, 3>(p, n, v, v_stride, dim, acc, acc_stride);
+      return AccumulateTile<kFormat, 3>(p, n, v, v_stride, dim, acc,
+                                        acc_stride);
     default:
-      return AccumulateTile<kFormat, 4>(p, n, v, v_stride, dim, acc, acc_stride);
+      return AccumulateTile<kFormat, 4>(p, n, v, v_stride, dim, acc,
+                                        acc_stride);
   }
 }
 
@@ -586,7 +599,9 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
   std::fill(scores, scores + rows * S, 0.0f);
 
   // Row r is query q_begin + r / group and q head kv_head * group + r % group.
-  auto query_pos = [&](size_t r) { return c.q_start_pos + q_begin + r / group; };
+  auto query_pos = [&](size_t r) {
+    return c.q_start_pos + q_begin + r / group;
+  };
   auto q_row = [&](size_t r) {
     return c.q + (q_begin + r / group) * c.q_stride +
            (kv_head * group + r % group) * dim;
@@ -627,42 +642,45 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
   for (size_t t0 = lo; t0 < hi;) {
     const size_t t1 = std::min(hi, (t0 / kTile + 1) * kTile);
     const size_t n = t1 - t0;
-    for_each_segment(t0, t1, [&](const uint8_t* block, size_t slot, size_t col,
-                                 size_t count) {
-      if constexpr (kScaled) {
-        memcpy(k_mult + col,
-               block + layout.ScaleOffset(c.layer, kv_head, KvPart::kK, slot),
-               count * sizeof(float));
-        memcpy(v_mult + col,
-               block + layout.ScaleOffset(c.layer, kv_head, KvPart::kV, slot),
-               count * sizeof(float));
-      }
-      const uint8_t* k_rows =
-          block + layout.RowOffset(c.layer, kv_head, KvPart::kK, slot);
-      // The same positions one tile later, when they are needed and lie in
-      // one block.
-      const uint8_t* k_ahead = nullptr;
-      const uint8_t* v_ahead = nullptr;
-      const size_t ahead = t0 + col + kTile;
-      if (ahead + count <= hi && ahead / bt == (ahead + count - 1) / bt) {
-        const uint8_t* ahead_block =
-            c.cache->BlockData(c.block_table[ahead / bt]);
-        k_ahead = ahead_block +
-                  layout.RowOffset(c.layer, kv_head, KvPart::kK, ahead % bt);
-        v_ahead = ahead_block +
-                  layout.RowOffset(c.layer, kv_head, KvPart::kV, ahead % bt);
-      }
-      for (size_t r0 = 0; r0 < rows; r0 += kDotRows) {
-        const size_t group_rows = std::min(kDotRows, rows - r0);
-        const float* q_ptrs[4];
-        for (size_t j = 0; j < 4; ++j) {
-          q_ptrs[j] = q_row(r0 + std::min(j, group_rows - 1));
-        }
-        DotRows<kFormat>(group_rows, q_ptrs, dim, k_rows, row_bytes, count,
-                         scores + r0 * S + col, r0 == 0 ? k_ahead : nullptr,
-                         v_ahead);
-      }
-    });
+    for_each_segment(
+        t0, t1,
+        [&](const uint8_t* block, size_t slot, size_t col, size_t count) {
+          if constexpr (kScaled) {
+            memcpy(
+                k_mult + col,
+                block + layout.ScaleOffset(c.layer, kv_head, KvPart::kK, slot),
+                count * sizeof(float));
+            memcpy(
+                v_mult + col,
+                block + layout.ScaleOffset(c.layer, kv_head, KvPart::kV, slot),
+                count * sizeof(float));
+          }
+          const uint8_t* k_rows =
+              block + layout.RowOffset(c.layer, kv_head, KvPart::kK, slot);
+          // The same positions one tile later, when they are needed and lie in
+          // one block.
+          const uint8_t* k_ahead = nullptr;
+          const uint8_t* v_ahead = nullptr;
+          const size_t ahead = t0 + col + kTile;
+          if (ahead + count <= hi && ahead / bt == (ahead + count - 1) / bt) {
+            const uint8_t* ahead_block =
+                c.cache->BlockData(c.block_table[ahead / bt]);
+            k_ahead = ahead_block + layout.RowOffset(c.layer, kv_head,
+                                                     KvPart::kK, ahead % bt);
+            v_ahead = ahead_block + layout.RowOffset(c.layer, kv_head,
+                                                     KvPart::kV, ahead % bt);
+          }
+          for (size_t r0 = 0; r0 < rows; r0 += kDotRows) {
+            const size_t group_rows = std::min(kDotRows, rows - r0);
+            const float* q_ptrs[4];
+            for (size_t j = 0; j < 4; ++j) {
+              q_ptrs[j] = q_row(r0 + std::min(j, group_rows - 1));
+            }
+            DotRows<kFormat>(group_rows, q_ptrs, dim, k_rows, row_bytes, count,
+                             scores + r0 * S + col, r0 == 0 ? k_ahead : nullptr,
+                             v_ahead);
+          }
+        });
     if constexpr (kScaled) {
       for (size_t j = 0; j < n; ++j) k_mult[j] *= p.scale;
     }
@@ -676,16 +694,17 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
           p.softcap, kScaled ? v_mult : nullptr, m + r, l + r);
       if (alpha != 1.0f) ScaleRow(acc + r * acc_stride, dim, alpha);
     }
-    for_each_segment(t0, t1, [&](const uint8_t* block, size_t slot, size_t col,
-                                 size_t count) {
-      const uint8_t* v_rows =
-          block + layout.RowOffset(c.layer, kv_head, KvPart::kV, slot);
-      for (size_t r0 = 0; r0 < rows; r0 += 4) {
-        AccumulateRows<kFormat>(std::min<size_t>(4, rows - r0),
-                                scores + r0 * S + col, count, v_rows, row_bytes,
-                                dim, acc + r0 * acc_stride, acc_stride);
-      }
-    });
+    for_each_segment(
+        t0, t1,
+        [&](const uint8_t* block, size_t slot, size_t col, size_t count) {
+          const uint8_t* v_rows =
+              block + layout.RowOffset(c.layer, kv_head, KvPart::kV, slot);
+          for (size_t r0 = 0; r0 < rows; r0 += 4) {
+            AccumulateRows<kFormat>(
+                std::min<size_t>(4, rows - r0), scores + r0 * S + col, count,
+                v_rows, row_bytes, dim, acc + r0 * acc_stride, acc_stride);
+          }
+        });
     t0 = t1;
   }
 
@@ -719,7 +738,9 @@ HWY_INLINE void MergeSplits(const detail::AttentionCall& c, size_t kv_head,
     auto state = [&](size_t s) {
       return states + (first_task + s) * plan.state_floats;
     };
-    auto m_of = [&](size_t s) { return state(s)[plan.rows * plan.acc_stride + r]; };
+    auto m_of = [&](size_t s) {
+      return state(s)[plan.rows * plan.acc_stride + r];
+    };
     auto l_of = [&](size_t s) {
       return state(s)[plan.rows * plan.acc_stride + plan.rows + r];
     };
@@ -729,7 +750,8 @@ HWY_INLINE void MergeSplits(const detail::AttentionCall& c, size_t kv_head,
     for (size_t s = 0; s < plan.splits; ++s) {
       if (m_of(s) != neg_inf) denom += l_of(s) * std::exp(m_of(s) - top);
     }
-    float* out = c.out + (q_begin + r / plan.group) * c.out_stride + h * p.head_dim;
+    float* out =
+        c.out + (q_begin + r / plan.group) * c.out_stride + h * p.head_dim;
     bool written = false;
     for (size_t s = 0; s < plan.splits; ++s) {
       if (m_of(s) == neg_inf) continue;  // an empty split: acc is all zero

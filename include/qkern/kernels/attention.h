@@ -14,7 +14,10 @@
 // sequence; all of [0, q_start_pos + num_queries) must be written for
 // `layer` (committed, or reserved and written by WriteKV). n = 1 is decode;
 // larger n is (chunked) prefill. q and out are num_queries rows of
-// num_q_heads * head_dim floats (strides in AttentionParams).
+// num_q_heads * head_dim floats (strides in AttentionParams, which
+// attention_ref.h defines next to the reference that specifies the op); out
+// must not overlap q. Positions a sequence reserved but did not write for
+// `layer` are read as whatever the page holds (never out of bounds).
 //
 // Threads: with a runner, decode splits each head's KV range across workers
 // and merges the parts, so one long sequence uses every core. The cache may
@@ -50,7 +53,8 @@ class AttentionWorkspace {
   Status Reserve(size_t bytes) {
     if (!buffer_.Reserve(bytes)) {
       return MakeStatus(StatusCode::kResourceExhausted,
-                        "Attention workspace: cannot allocate %zu bytes", bytes);
+                        "Attention workspace: cannot allocate %zu bytes",
+                        bytes);
     }
     return Status::Ok();
   }
@@ -182,9 +186,8 @@ inline Status AttentionWithBlockTable(
   const Status table_status =
       cache.ValidateBlockTable(block_table, table_size, kv_len);
   if (!table_status.ok()) {
-    return MakeStatus(table_status.code(),
-                      "Attention: positions [0, %zu): %s", kv_len,
-                      table_status.message().c_str());
+    return MakeStatus(table_status.code(), "Attention: positions [0, %zu): %s",
+                      kv_len, table_status.message().c_str());
   }
 
   detail::AttentionCall call;
