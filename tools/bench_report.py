@@ -48,12 +48,6 @@ def plot(data, path):
         xs = [0.1, peak / bw, 1e4]
         ax.plot(xs, [min(x * bw, peak) for x in xs], label=f"roof, {threads} thr")
     for b in data["benchmarks"]:
-        threads = b["name"].split(":")[-1]
-        if "GB/s" in b and "roof" in b:   # GEMV: ~2 ops per weight
-            continue
-        if "GOP/s" in b:
-            pass
-    for b in data["benchmarks"]:
         name = b["name"]
         if name.startswith("GEMV/") and "GB/s" in b:
             # Each weight byte feeds 2 ops per output row pair (4-bit: 4 ops).
