@@ -48,6 +48,7 @@
 
 #include "qkern/kernels/attention_ref.h"
 #include "qkern/kv/paged_kv_cache.h"
+#include "status_matchers.h"
 #include "qkern/threading/thread_pool.h"
 #include "test_util.h"
 
@@ -690,21 +691,8 @@ TEST_P(AttentionTest, WorkspaceIsReused) {
   }
 }
 
-::testing::AssertionResult Mentions(const Status& status,
-                                    const std::string& text) {
-  if (status.message().find(text) != std::string::npos) {
-    return ::testing::AssertionSuccess();
-  }
-  return ::testing::AssertionFailure()
-         << "message \"" << status.message() << "\" does not mention \"" << text
-         << "\"";
-}
-
-void ExpectError(const Status& status, StatusCode code,
-                 const std::string& mention) {
-  EXPECT_EQ(status.code(), code) << status.message();
-  EXPECT_TRUE(Mentions(status, mention));
-}
+using test::ExpectError;
+using test::Mentions;
 
 // Bad input is rejected at the boundary with a message naming the value and
 // the limit, before anything is read.

@@ -9,6 +9,7 @@
 #include <hwy/targets.h>
 
 #include "qkern/qkern.h"
+#include "status_matchers.h"
 #include "test_util.h"
 
 namespace qkern {
@@ -64,12 +65,7 @@ struct SmallQ4_0 {
   }
 };
 
-void ExpectError(const Status& s, StatusCode code, const std::string& needle) {
-  EXPECT_FALSE(s.ok());
-  EXPECT_EQ(static_cast<int>(s.code()), static_cast<int>(code)) << s.message();
-  EXPECT_NE(s.message().find(needle), std::string::npos)
-      << "message '" << s.message() << "' should mention '" << needle << "'";
-}
+using test::ExpectError;
 
 TEST(PackErrorsTest, RejectsMalformedWeights) {
   SmallQ4_0 w(4, 64);

@@ -38,25 +38,13 @@
 #include "qkern/kv/block_pool.h"
 #include "qkern/kv/kv_format.h"
 #include "qkern/kv/paged_kv_cache.h"
+#include "status_matchers.h"
 
 namespace qkern {
 namespace {
 
-::testing::AssertionResult Mentions(const Status& status,
-                                    const std::string& text) {
-  if (status.message().find(text) != std::string::npos) {
-    return ::testing::AssertionSuccess();
-  }
-  return ::testing::AssertionFailure()
-         << "message \"" << status.message() << "\" does not mention \"" << text
-         << "\"";
-}
-
-void ExpectError(const Status& status, StatusCode code,
-                 const std::string& mention) {
-  EXPECT_EQ(status.code(), code) << status.message();
-  EXPECT_TRUE(Mentions(status, mention));
-}
+using test::ExpectError;
+using test::Mentions;
 
 // Bound on |stored - x| for one value of a row with absolute maximum `amax`.
 double ErrorBound(KvFormat format, float x, float amax) {
