@@ -258,6 +258,25 @@ TEST_P(MatMulTest, ZeroInputsGiveZero) {
   for (float v : y) EXPECT_EQ(v, 0.0f);
 }
 
+// The SIMD activation quantizer is bit-identical to the scalar reference
+// (the exact check in CheckCase depends on it), including all-zero blocks and
+// values at rounding ties.
+TEST_P(MatMulTest, ActivationQuantizerMatchesReference) {
+  const size_t k = 32 * 37;
+  std::vector<float> x = test::RandomValues(k, 9);
+  std::fill(x.begin(), x.begin() + 32, 0.0f);           // zero block
+  for (size_t j = 32; j < 64; ++j) x[j] = 0.5f * (j - 48);  // ties of x/d
+  std::vector<int8_t> codes(k), ref_codes(k);
+  std::vector<float> scale(k / 32), ref_scale(k / 32), sum(k / 32), ref_sum(k / 32);
+  detail::DispatchQuantizeActivations(x.data(), k, codes.data(), scale.data(),
+                                      sum.data());
+  ref::QuantizeActivationsRow(x.data(), k, ref_codes.data(), ref_scale.data(),
+                              ref_sum.data());
+  EXPECT_EQ(codes, ref_codes);
+  EXPECT_EQ(scale, ref_scale);
+  EXPECT_EQ(sum, ref_sum);
+}
+
 #if HWY_ARCH_ARM_A64
 // On NEON, each int8 dot sub-path (plain, SDOT, USDOT) is tested on CPUs that
 // have it by masking the better ones off.
