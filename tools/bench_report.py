@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Summarises a qkern_bench JSON file: one line per benchmark with its rate
+"""Summarises a qkern_kernel_bench JSON file: one line per benchmark with its rate
 and its fraction of the roof measured in the same run.
 
 usage: bench_report.py bench.json [--plot roofline.png]

@@ -9,9 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build-main -DCMAKE_BUILD_TYPE=Release -DQKERN_BUILD_TESTS=OFF \
   -DQKERN_BUILD_EXAMPLES=OFF >/dev/null
-cmake --build build-main -j"${JOBS:-2}" --target qkern_bench
+cmake --build build-main -j"${JOBS:-2}" --target qkern_kernel_bench
 FILTER='Roof|GEMV/(Q4_0|Q4_1|Q8_0)/.*(ffn_up|ffn_down|output)|GEMM/(Q4_0|Q8_0)/.*ffn_down.*/M:(16|512)/'
-build-main/benchmarks/qkern_bench --benchmark_filter="$FILTER" \
+build-main/benchmarks/qkern_kernel_bench --benchmark_filter="$FILTER" \
   --benchmark_min_time=0.3 --benchmark_out=build-main/bench.json \
   --benchmark_out_format=json "$@"
 python3 tools/bench_report.py build-main/bench.json

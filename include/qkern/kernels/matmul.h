@@ -26,9 +26,18 @@ namespace qkern {
 // Panel height the running target's kernels expect (see packed_weights.h).
 inline size_t PanelRowsForCurrentTarget() { return detail::DispatchPanelRows(); }
 
-inline Status PackWeightsForCurrentTarget(const QuantizedWeights& w,
-                                          PackedWeights* out) {
-  return PackWeights(w, PanelRowsForCurrentTarget(), out);
+inline Status PackWeightsForCurrentTarget(
+    const QuantizedWeights& w, PackedWeights* out,
+    const ParallelRunner* runner = nullptr) {
+  return PackWeights(w, PanelRowsForCurrentTarget(), out, runner);
+}
+
+// Rows of parts[0], parts[1], ... packed as one matrix (e.g. fused QKV).
+inline Status PackStackedWeightsForCurrentTarget(
+    const QuantizedWeights* parts, size_t num_parts, PackedWeights* out,
+    const ParallelRunner* runner = nullptr) {
+  return PackStackedWeights(parts, num_parts, PanelRowsForCurrentTarget(), out,
+                            runner);
 }
 
 // Reusable scratch for MatMul: grows to the largest call seen, so steady-state

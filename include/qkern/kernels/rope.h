@@ -67,6 +67,7 @@
 #include <stdint.h>
 
 #include <utility>
+#include <vector>
 
 #include "qkern/base/aligned_buffer.h"
 #include "qkern/base/status.h"
@@ -138,6 +139,10 @@ struct RopeConfig {
   double theta_base = 10000.0;
   RopeLayout layout = RopeLayout::kNeox;
   RopeScaling scaling;
+  // Empty, or rotary_dim / 2 divisors of f_i applied after `scaling`: GGUF
+  // files of Llama 3.1+ store their frequency scaling this way (the
+  // rope_freqs tensor) instead of as parameters.
+  std::vector<float> frequency_divisors;
 };
 
 // Positions must be in [0, kMaxRopePosition). Past 2^27 the double product
@@ -172,6 +177,20 @@ inline Status ValidateRopeConfig(const RopeConfig& c) {
   if (!isfinite(c.theta_base) || !(c.theta_base > 1.0)) {
     return detail::RopeConfigError(
         "RoPE: theta_base = %g, must be finite and > 1", c.theta_base);
+  }
+  if (!c.frequency_divisors.empty()) {
+    if (c.frequency_divisors.size() != c.rotary_dim / 2) {
+      return detail::RopeConfigError(
+          "RopeConfig: frequency_divisors has %g entries, expected "
+          "rotary_dim / 2",
+          static_cast<double>(c.frequency_divisors.size()));
+    }
+    for (float d : c.frequency_divisors) {
+      if (!detail::RopeFinitePositive(d)) {
+        return detail::RopeConfigError(
+            "RopeConfig: frequency divisor %g is not finite and positive", d);
+      }
+    }
   }
   if (c.layout != RopeLayout::kNeox && c.layout != RopeLayout::kGptJ) {
     return MakeStatus(StatusCode::kInvalidArgument,
@@ -297,6 +316,9 @@ inline void ComputeRopeFrequencies(const RopeConfig& c, double* inv_freq,
       }
       break;
     }
+  }
+  if (!c.frequency_divisors.empty()) {
+    for (size_t i = 0; i < pairs; ++i) inv_freq[i] /= c.frequency_divisors[i];
   }
 }
 

@@ -28,10 +28,13 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <vector>
+
 #include "qkern/base/aligned_buffer.h"
 #include "qkern/base/f16.h"
 #include "qkern/base/status.h"
 #include "qkern/quant/block_formats.h"
+#include "qkern/threading/parallel.h"
 
 namespace qkern {
 
@@ -187,12 +190,35 @@ inline Status ValidateWeights(const QuantizedWeights& w) {
   return Status::Ok();
 }
 
-// Packs `w` into panels of `panel_rows` rows (use PanelRowsForCurrentTarget()).
-// Runs once at load; allocates out->storage. The source may be released (or
-// unmapped) afterwards: nothing in `out` points into it.
-inline Status PackWeights(const QuantizedWeights& w, size_t panel_rows,
-                          PackedWeights* out) {
-  QKERN_RETURN_IF_ERROR(ValidateWeights(w));
+// Packs the rows of parts[0], then parts[1], ... as one matrix, into panels
+// of `panel_rows` rows (use PanelRowsForCurrentTarget()). Stacking lets a
+// decoder multiply q, k and v (or gate and up) in one call; every part must
+// have the same format, group size and K. Runs once at load, in parallel over
+// panels on `runner` (null: the calling thread); allocates out->storage. The
+// sources may be released (or unmapped) afterwards: nothing in `out` points
+// into them.
+inline Status PackStackedWeights(const QuantizedWeights* parts,
+                                 size_t num_parts, size_t panel_rows,
+                                 PackedWeights* out,
+                                 const ParallelRunner* runner = nullptr) {
+  if (parts == nullptr || num_parts == 0) {
+    return MakeStatus(StatusCode::kInvalidArgument, "no weights to pack");
+  }
+  size_t total_rows = 0;
+  for (size_t i = 0; i < num_parts; ++i) {
+    QKERN_RETURN_IF_ERROR(ValidateWeights(parts[i]));
+    if (parts[i].format != parts[0].format || parts[i].cols != parts[0].cols ||
+        parts[i].EffectiveGroupSize() != parts[0].EffectiveGroupSize() ||
+        (num_parts > 1 && FormatInfo(parts[0].format).per_channel)) {
+      return MakeStatus(StatusCode::kInvalidArgument,
+                        "stacked weights: part %zu (%s, K = %zu) does not match "
+                        "part 0 (%s, K = %zu), or the format is per-channel",
+                        i, FormatInfo(parts[i].format).name, parts[i].cols,
+                        FormatInfo(parts[0].format).name, parts[0].cols);
+    }
+    total_rows += parts[i].rows;
+  }
+  const QuantizedWeights& w = parts[0];
   if (panel_rows == 0 || panel_rows % 4 != 0 || panel_rows > 4096) {
     return MakeStatus(StatusCode::kInvalidArgument,
                       "panel_rows = %zu must be a positive multiple of 4 (<= 4096)",
@@ -202,14 +228,14 @@ inline Status PackWeights(const QuantizedWeights& w, size_t panel_rows,
   PackedWeights& p = *out;
   p.storage.Free();
   p.format = w.format;
-  p.rows = w.rows;
+  p.rows = total_rows;
   p.cols = w.cols;
   p.bits = info.bits;
   p.group_size = w.EffectiveGroupSize();
   p.has_min = info.has_min;
   p.sym_offset = info.bits == 4 ? 8 : 128;
   p.panel_rows = panel_rows;
-  p.num_panels = (w.rows + panel_rows - 1) / panel_rows;
+  p.num_panels = (total_rows + panel_rows - 1) / panel_rows;
   const size_t padded_rows = p.num_panels * panel_rows;
   size_t panel_bytes_total;
   if (detail::MulOverflows(p.num_panels, p.PanelBytes(), &panel_bytes_total)) {
@@ -221,52 +247,80 @@ inline Status PackWeights(const QuantizedWeights& w, size_t panel_rows,
                       "cannot allocate %zu bytes for packed %s weights",
                       panel_bytes_total + scale_bytes, info.name);
   }
-  memset(p.storage.data(), 0, p.storage.size());
   p.row_scales = nullptr;
   if (info.per_channel) {
     float* scales = reinterpret_cast<float*>(p.storage.data() + panel_bytes_total);
+    memset(scales, 0, scale_bytes);
     memcpy(scales, w.scales, w.rows * sizeof(float));
     p.row_scales = scales;
+  }
+
+  // Stacked row -> (part, row in part), without a search per row.
+  std::vector<uint32_t> part_of_row(total_rows);
+  std::vector<size_t> part_begin(num_parts);
+  for (size_t i = 0, row = 0; i < num_parts; ++i) {
+    part_begin[i] = row;
+    for (size_t r = 0; r < parts[i].rows; ++r) {
+      part_of_row[row++] = static_cast<uint32_t>(i);
+    }
   }
 
   const size_t R = panel_rows;
   const size_t subs_per_group = p.group_size / kQuantBlock;
   const size_t groups = w.cols / p.group_size;
-  detail::SubBlockCodes sb;
-  for (size_t panel = 0; panel < p.num_panels; ++panel) {
-    uint8_t* base = p.storage.data() + panel * p.PanelBytes();
-    for (size_t g = 0; g < groups; ++g) {
-      uint8_t* group_base = base + g * p.GroupBytes();
-      f16_t* d_out = reinterpret_cast<f16_t*>(group_base +
-                                              subs_per_group * p.SubBlockBytes());
-      f16_t* m_out = d_out + R;
-      for (size_t s = 0; s < subs_per_group; ++s) {
-        uint8_t* codes = group_base + s * p.SubBlockBytes();
-        for (size_t r = 0; r < R; ++r) {
-          const size_t row = panel * R + r;
-          if (row >= w.rows) break;  // padding stays zero
-          detail::ReadSubBlock(w, row, g * subs_per_group + s, &sb);
-          if (s == 0) {
-            memcpy(&d_out[r], &sb.d, sizeof(f16_t));
-            if (p.has_min) memcpy(&m_out[r], &sb.m, sizeof(f16_t));
-          }
-          if (p.bits == 8) {
-            for (size_t q = 0; q < 8; ++q) {
-              memcpy(codes + q * 4 * R + 4 * r, sb.u + 4 * q, 4);
+  // Each task packs whole panels (and first-touches their pages).
+  const size_t panels_per_task = 4;
+  const size_t num_tasks = (p.num_panels + panels_per_task - 1) / panels_per_task;
+  ParallelFor(runner, num_tasks, [&](size_t task, size_t) {
+    detail::SubBlockCodes sb;
+    const size_t first = task * panels_per_task;
+    const size_t last = first + panels_per_task < p.num_panels
+                            ? first + panels_per_task : p.num_panels;
+    for (size_t panel = first; panel < last; ++panel) {
+      uint8_t* base = p.storage.data() + panel * p.PanelBytes();
+      memset(base, 0, p.PanelBytes());  // padding rows stay zero
+      for (size_t g = 0; g < groups; ++g) {
+        uint8_t* group_base = base + g * p.GroupBytes();
+        f16_t* d_out = reinterpret_cast<f16_t*>(
+            group_base + subs_per_group * p.SubBlockBytes());
+        f16_t* m_out = d_out + R;
+        for (size_t s = 0; s < subs_per_group; ++s) {
+          uint8_t* codes = group_base + s * p.SubBlockBytes();
+          for (size_t r = 0; r < R; ++r) {
+            const size_t row = panel * R + r;
+            if (row >= total_rows) break;
+            const uint32_t part = part_of_row[row];
+            detail::ReadSubBlock(parts[part], row - part_begin[part],
+                                 g * subs_per_group + s, &sb);
+            if (s == 0) {
+              memcpy(&d_out[r], &sb.d, sizeof(f16_t));
+              if (p.has_min) memcpy(&m_out[r], &sb.m, sizeof(f16_t));
             }
-          } else {
-            for (size_t q = 0; q < 4; ++q) {
-              for (size_t j = 0; j < 4; ++j) {
-                codes[q * 4 * R + 4 * r + j] = static_cast<uint8_t>(
-                    sb.u[4 * q + j] | (sb.u[16 + 4 * q + j] << 4));
+            if (p.bits == 8) {
+              for (size_t q = 0; q < 8; ++q) {
+                memcpy(codes + q * 4 * R + 4 * r, sb.u + 4 * q, 4);
+              }
+            } else {
+              for (size_t q = 0; q < 4; ++q) {
+                for (size_t j = 0; j < 4; ++j) {
+                  codes[q * 4 * R + 4 * r + j] = static_cast<uint8_t>(
+                      sb.u[4 * q + j] | (sb.u[16 + 4 * q + j] << 4));
+                }
               }
             }
           }
         }
       }
     }
-  }
+  });
   return Status::Ok();
+}
+
+// Packs one matrix; see PackStackedWeights.
+inline Status PackWeights(const QuantizedWeights& w, size_t panel_rows,
+                          PackedWeights* out,
+                          const ParallelRunner* runner = nullptr) {
+  return PackStackedWeights(&w, 1, panel_rows, out, runner);
 }
 
 }  // namespace qkern

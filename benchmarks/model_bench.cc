@@ -1,0 +1,262 @@
+// qkern-bench: end-to-end prefill and decode speed of a GGUF model on qkern,
+// measured the way llama.cpp's llama-bench measures (pp = a prompt of P
+// tokens from an empty context, tg = N tokens decoded one at a time from an
+// empty context), so the two can be compared on the same file.
+//
+//   qkern-bench -m MODEL [-p 512] [-n 128] [-t 1,2] [-r 3] [--kv f16|int8]
+//               [--json]
+//
+// Per thread count: prefill and decode tok/s (median of the repetitions),
+// time to first token (the prefill of P tokens up to its logits), peak RSS,
+// bytes of weights the decode streams per token, the GB/s that implies, and
+// that as a fraction of the read bandwidth measured in the same run.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "qkern/model/decoder.h"
+#include "qkern/target.h"
+#include "roofline.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double PeakRssMiB() {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // KiB on Linux
+}
+
+struct Args {
+  std::string model;
+  size_t prompt = 512;
+  size_t decode = 128;
+  std::vector<size_t> threads;
+  size_t reps = 3;
+  qkern::KvFormat kv = qkern::KvFormat::kF16;
+  bool json = false;
+};
+
+[[noreturn]] void Usage(const char* why) {
+  fprintf(stderr,
+          "qkern-bench: %s\n"
+          "usage: qkern-bench -m MODEL.gguf [-p PROMPT_TOKENS=512] "
+          "[-n DECODE_TOKENS=128] [-t THREADS,...] [-r REPS=3] "
+          "[--kv f16|int8] [--json]\n",
+          why);
+  exit(2);
+}
+
+size_t ParseCount(const char* flag, const char* text) {
+  char* end = nullptr;
+  const unsigned long long v = strtoull(text, &end, 10);
+  if (end == text || *end != '\0' || v > (1ull << 24)) {
+    std::string why = std::string("bad value '") + text + "' for " + flag;
+    Usage(why.c_str());
+  }
+  return static_cast<size_t>(v);
+}
+
+Args ParseArgs(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc) Usage(("missing value for " + flag).c_str());
+      return argv[++i];
+    };
+    if (flag == "-m") {
+      a.model = value();
+    } else if (flag == "-p") {
+      a.prompt = ParseCount("-p", value());
+    } else if (flag == "-n") {
+      a.decode = ParseCount("-n", value());
+    } else if (flag == "-r") {
+      a.reps = ParseCount("-r", value());
+      if (a.reps == 0) Usage("-r must be at least 1");
+    } else if (flag == "-t") {
+      std::string list = value();
+      size_t start = 0;
+      while (start <= list.size()) {
+        const size_t comma = std::min(list.find(',', start), list.size());
+        const size_t t = ParseCount("-t", list.substr(start, comma - start).c_str());
+        if (t == 0 || t > 1024) Usage("thread counts must be in [1, 1024]");
+        a.threads.push_back(t);
+        start = comma + 1;
+      }
+    } else if (flag == "--kv") {
+      const std::string kv = value();
+      if (kv == "f16") a.kv = qkern::KvFormat::kF16;
+      else if (kv == "int8") a.kv = qkern::KvFormat::kInt8;
+      else if (kv == "f32") a.kv = qkern::KvFormat::kF32;
+      else Usage("--kv takes f16, int8 or f32");
+    } else if (flag == "--json") {
+      a.json = true;
+    } else if (flag == "-h" || flag == "--help") {
+      Usage("help");
+    } else {
+      Usage(("unknown argument " + flag).c_str());
+    }
+  }
+  if (a.model.empty()) Usage("-m MODEL is required");
+  if (a.prompt == 0 && a.decode == 0) Usage("nothing to measure (-p 0 -n 0)");
+  if (a.threads.empty()) {
+    a.threads.push_back(1);
+    const size_t all = qkern::ThreadPool::DefaultNumThreads();
+    if (all > 1) a.threads.push_back(all);
+  }
+  return a;
+}
+
+struct Result {
+  size_t threads = 0;
+  double prefill_tok_s = 0, decode_tok_s = 0, ttft_ms = 0;
+  double decode_gb_s = 0, roof_gb_s = 0;
+};
+
+void Check(const qkern::Status& s) {
+  if (!s.ok()) {
+    fprintf(stderr, "qkern-bench: %s\n", s.message().c_str());
+    exit(1);
+  }
+}
+
+Result Run(const qkern::Model& model, const Args& a, size_t threads) {
+  qkern::ThreadPool pool(threads);
+  const qkern::ParallelRunner runner = pool.Runner();
+  qkern::DecoderOptions options;
+  options.runner = &runner;
+  options.kv_format = a.kv;
+  options.context_length = std::max(a.prompt, a.decode) + 1;
+  options.max_batch = 128;
+  qkern::Decoder decoder;
+  Check(qkern::Decoder::Create(model, options, &decoder));
+  const size_t vocab = decoder.vocab_size();
+  std::vector<float> logits(vocab);
+  std::mt19937 rng(1234);
+  std::vector<int32_t> prompt(a.prompt);
+  for (int32_t& t : prompt) t = static_cast<int32_t>(rng() % vocab);
+
+  // One untimed warm-up of each path (page faults, pool start-up).
+  Check(decoder.AddSequence(0));
+  Check(decoder.Eval(0, prompt.data(), std::min<size_t>(a.prompt, 16),
+                     logits.data()));
+  Check(decoder.FreeSequence(0));
+
+  std::vector<double> prefill, decode, ttft;
+  for (size_t rep = 0; rep < a.reps; ++rep) {
+    if (a.prompt > 0) {
+      Check(decoder.AddSequence(1));
+      const auto t0 = Clock::now();
+      Check(decoder.Eval(1, prompt.data(), prompt.size(), logits.data()));
+      const double s = Seconds(t0, Clock::now());
+      prefill.push_back(a.prompt / s);
+      ttft.push_back(1e3 * s);
+      Check(decoder.FreeSequence(1));
+    }
+    if (a.decode > 0) {
+      Check(decoder.AddSequence(2));
+      int32_t token = prompt.empty() ? 1 : prompt[0];
+      const auto t0 = Clock::now();
+      for (size_t i = 0; i < a.decode; ++i) {
+        Check(decoder.Eval(2, &token, 1, logits.data()));
+        token = static_cast<int32_t>(
+            std::max_element(logits.begin(), logits.end()) - logits.begin());
+      }
+      decode.push_back(a.decode / Seconds(t0, Clock::now()));
+      Check(decoder.FreeSequence(2));
+    }
+  }
+  Result r;
+  r.threads = threads;
+  if (!prefill.empty()) {
+    r.prefill_tok_s = Median(prefill);
+    r.ttft_ms = Median(ttft);
+  }
+  if (!decode.empty()) {
+    r.decode_tok_s = Median(decode);
+    r.decode_gb_s =
+        r.decode_tok_s * static_cast<double>(model.weights().DecodeWeightBytes()) / 1e9;
+  }
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args a = ParseArgs(argc, argv);
+  const auto t0 = Clock::now();
+  qkern::Model model;
+  {
+    const size_t threads = *std::max_element(a.threads.begin(), a.threads.end());
+    qkern::ThreadPool pool(threads);
+    const qkern::ParallelRunner runner = pool.Runner();
+    Check(qkern::Model::Load(a.model, &model, &runner));
+  }
+  const double load_ms = 1e3 * Seconds(t0, Clock::now());
+  for (const std::string& note : model.notes().lines) {
+    fprintf(stderr, "qkern-bench: %s\n", note.c_str());
+  }
+  const double weight_mb =
+      static_cast<double>(model.weights().DecodeWeightBytes()) / 1e6;
+  std::vector<Result> results;
+  for (size_t t : a.threads) results.push_back(Run(model, a, t));
+  // Before the roof measurement, whose buffer would dwarf the model's RSS.
+  const double rss = PeakRssMiB();
+  for (Result& r : results) r.roof_gb_s = qkern::bench::ReadBandwidthGBs(r.threads);
+  const char* name = model.config().name.c_str();
+
+  if (a.json) {
+    printf("[\n");
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      printf("  {\"model\": \"%s\", \"target\": \"%s\", \"threads\": %zu, "
+             "\"kv\": \"%s\", \"prefill_tokens\": %zu, \"decode_tokens\": %zu, "
+             "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, "
+             "\"ttft_ms\": %.2f, \"load_ms\": %.1f, \"peak_rss_mb\": %.1f, "
+             "\"weight_mb_per_token\": %.2f, \"decode_gb_s\": %.2f, "
+             "\"read_roof_gb_s\": %.2f, \"roof_fraction\": %.3f}%s\n",
+             a.model.c_str(), qkern::ActiveTargetName().c_str(), r.threads,
+             qkern::GetKvFormatInfo(a.kv).name, a.prompt, a.decode,
+             r.prefill_tok_s, r.decode_tok_s, r.ttft_ms, load_ms, rss,
+             weight_mb, r.decode_gb_s, r.roof_gb_s,
+             r.roof_gb_s > 0 ? r.decode_gb_s / r.roof_gb_s : 0.0,
+             i + 1 < results.size() ? "," : "");
+    }
+    printf("]\n");
+    return 0;
+  }
+  printf("model: %s (%s), target %s, kv %s, load %.0f ms, peak RSS %.0f MiB\n",
+         name, a.model.c_str(), qkern::ActiveTargetName().c_str(),
+         qkern::GetKvFormatInfo(a.kv).name, load_ms, rss);
+  printf("weights streamed per decoded token: %.1f MB\n", weight_mb);
+  printf("%7s  %12s  %10s  %12s  %10s  %10s  %6s\n", "threads", "pp tok/s",
+         "ttft ms", "tg tok/s", "tg GB/s", "roof GB/s", "roof%");
+  for (const Result& r : results) {
+    printf("%7zu  %12.1f  %10.1f  %12.1f  %10.2f  %10.2f  %5.0f%%\n", r.threads,
+           r.prefill_tok_s, r.ttft_ms, r.decode_tok_s, r.decode_gb_s,
+           r.roof_gb_s, r.roof_gb_s > 0 ? 100 * r.decode_gb_s / r.roof_gb_s : 0);
+  }
+  printf("(pp = %zu-token prompt, tg = %zu tokens from an empty context; "
+         "median of %zu)\n",
+         a.prompt, a.decode, a.reps);
+  return 0;
+}
