@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# The main job: build qkern (Release) and run the kernel benchmarks that
-# matter most: the machine's roofs, decode GEMV in the GGUF formats on
-# SmolLM2-135M and Llama-3.2-1B shapes, and prefill GEMM. Prints a summary
-# (GB/s and fraction of the measured read bandwidth; GOP/s and fraction of
-# the measured int8 dot peak) and writes build-main/bench.json.
-# Extra arguments go to the benchmark binary (e.g. --benchmark_filter=GEMV).
+# The main job: an offline chat with the bundled test model
+# (SmolLM2-135M-Instruct Q4_1, fetched once by tools/fetch-model.sh) on
+# qkern's kernels.
+#   tools/run-main.sh                 interactive chat on a terminal; with
+#                                     stdin not a terminal, one demo prompt
+#   tools/run-main.sh "PROMPT"        one reply to PROMPT (greedy), then exit
+# Extra qkern-chat options can be passed in QKERN_CHAT_ARGS (e.g. "-t 1").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODEL=$(tools/fetch-model.sh)
 cmake -S . -B build-main -DCMAKE_BUILD_TYPE=Release -DQKERN_BUILD_TESTS=OFF \
-  -DQKERN_BUILD_EXAMPLES=OFF >/dev/null
-cmake --build build-main -j"${JOBS:-2}" --target qkern_kernel_bench
-FILTER='Roof|GEMV/(Q4_0|Q4_1|Q8_0)/.*(ffn_up|ffn_down|output)|GEMM/(Q4_0|Q8_0)/.*ffn_down.*/M:(16|512)/'
-build-main/benchmarks/qkern_kernel_bench --benchmark_filter="$FILTER" \
-  --benchmark_min_time=0.3 --benchmark_out=build-main/bench.json \
-  --benchmark_out_format=json "$@"
-python3 tools/bench_report.py build-main/bench.json
+  -DQKERN_BUILD_EXAMPLES=ON >/dev/null
+cmake --build build-main -j"${JOBS:-2}" --target qkern_chat qkern_model_bench
+# shellcheck disable=SC2086
+ARGS=(-m "$MODEL" ${QKERN_CHAT_ARGS:-})
+if [ $# -gt 0 ]; then
+  exec build-main/examples/qkern-chat "${ARGS[@]}" -p "$*" --temp 0 -n 256
+elif [ -t 0 ]; then
+  exec build-main/examples/qkern-chat "${ARGS[@]}"
+else
+  build-main/examples/qkern-chat "${ARGS[@]}" --temp 0 -n 128 \
+    -p "Explain in three sentences why the sky is blue."
+  echo "--- model speed (tools/run-main.sh; qkern-bench, llama-bench style):"
+  build-main/benchmarks/qkern-bench -m "$MODEL" -p 512 -n 128 -r 3
+fi

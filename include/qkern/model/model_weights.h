@@ -245,6 +245,20 @@ inline Status LoadModelWeights(const GgufFile& file, ModelConfig* config,
     QKERN_RETURN_IF_ERROR(ValidateRopeConfig(config->rope));
   }
 
+  // The output head first: it is the largest matrix and the likeliest to be
+  // converted, and while nothing else is packed yet its transient copies
+  // (mapped source, converted blocks, packed panels) set the peak RSS lowest.
+  QKERN_RETURN_IF_ERROR(
+      detail::LoadVector(file, "output_norm.weight", c.dim, &w.output_norm));
+  bool has_output = false;
+  for (const GgufTensorInfo& t : file.ListTensors()) {
+    if (t.name == "output.weight") has_output = true;
+  }
+  w.tied_output = !has_output;
+  QKERN_RETURN_IF_ERROR(loader.Load(
+      {{w.tied_output ? "token_embd.weight" : "output.weight", c.vocab_size, ""}},
+      c.dim, &w.output));
+
   w.layers.resize(c.num_layers);
   for (size_t i = 0; i < c.num_layers; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
@@ -267,16 +281,6 @@ inline Status LoadModelWeights(const GgufFile& file, ModelConfig* config,
     QKERN_RETURN_IF_ERROR(loader.Load({{p + "ffn_down.weight", c.dim, ""}},
                                       c.ffn_dim, &l.down));
   }
-  QKERN_RETURN_IF_ERROR(
-      detail::LoadVector(file, "output_norm.weight", c.dim, &w.output_norm));
-  bool has_output = false;
-  for (const GgufTensorInfo& t : file.ListTensors()) {
-    if (t.name == "output.weight") has_output = true;
-  }
-  w.tied_output = !has_output;
-  QKERN_RETURN_IF_ERROR(loader.Load(
-      {{w.tied_output ? "token_embd.weight" : "output.weight", c.vocab_size, ""}},
-      c.dim, &w.output));
   *out = std::move(w);
   return Status::Ok();
 }
