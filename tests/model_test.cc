@@ -218,6 +218,16 @@ class ModelTest : public ::testing::Test {
     const Status s = Model::Load(QKERN_TEST_MODEL, model_);
     ASSERT_TRUE(s.ok()) << s.message();
     prompts_ = new std::vector<OraclePrompt>(ReadOracle());
+    if (test::UnderEmulation()) {
+      // qemu runs a real forward pass ~100x slower: keep the short prompts.
+      // (Every kernel runs on every profile in decoder_test and the kernel
+      // tests; this adds the real model's shapes and numbers.)
+      std::vector<OraclePrompt> short_prompts;
+      for (OraclePrompt& p : *prompts_) {
+        if (p.tokens.size() <= 64) short_prompts.push_back(std::move(p));
+      }
+      *prompts_ = std::move(short_prompts);
+    }
   }
   static void TearDownTestSuite() {
     delete model_;
@@ -245,7 +255,7 @@ Model* ModelTest::model_ = nullptr;
 std::vector<OraclePrompt>* ModelTest::prompts_ = nullptr;
 
 TEST_F(ModelTest, OracleFileIsComplete) {
-  ASSERT_GE(prompts_->size(), 4u);
+  ASSERT_GE(prompts_->size(), test::UnderEmulation() ? 3u : 5u);
   for (const OraclePrompt& p : *prompts_) {
     EXPECT_FALSE(p.tokens.empty()) << p.name;
     EXPECT_EQ(p.top_ids.size(), 1024u) << p.name;
@@ -329,7 +339,7 @@ TEST_F(ModelTest, GreedyContinuationEqualsLlamaCpp) {
            p.name.c_str(), compared, p.greedy.size(), kDecisiveMargin);
     total += compared;
   }
-  EXPECT_GE(total, 16u);
+  EXPECT_GE(total, test::UnderEmulation() ? 8u : 16u);
 }
 
 // The KV format's cost, measured the only way that is not drowned by the
@@ -338,6 +348,10 @@ TEST_F(ModelTest, GreedyContinuationEqualsLlamaCpp) {
 // 1/254 of its row's max, about what one more activation quantization does,
 // so its median may at most double f32's (+ 1e-3 for the spread).
 TEST_F(ModelTest, KvFormatsCostLittle) {
+  if (test::UnderEmulation()) {
+    GTEST_SKIP() << "15 forward passes: measured natively (each KV format's "
+                    "kernels run on every profile in attention_test)";
+  }
   std::vector<double> kl[3];
   const KvFormat formats[3] = {KvFormat::kF32, KvFormat::kF16, KvFormat::kInt8};
   for (const OraclePrompt& p : *prompts_) {

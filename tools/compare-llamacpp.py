@@ -3,10 +3,10 @@
 
 For each thread count, runs
 
-    qkern-bench -m MODEL -p 512 -n 128 -t T --json
-        (build-main/tools/qkern-bench unless --qkern-bench; prints one JSON
-        object: model, threads, prefill_tok_s, decode_tok_s, ttft_ms,
-        peak_rss_mb)
+    qkern-bench -m MODEL -p 512 -n 128 -t T -r REPS --json
+        (build-main/benchmarks/qkern-bench unless --qkern-bench; prints a
+        JSON array with one object per thread count: model, threads,
+        prefill_tok_s, decode_tok_s, ttft_ms, peak_rss_mb, ...)
     tools/llamacpp-bench.sh -m MODEL -p 512 -n 128 -t T -r REPS
         (llama.cpp's llama-bench, JSON: avg_ts of the pp512 and tg128 tests)
 
@@ -46,12 +46,13 @@ def run_measured(cmd):
     return out, ru.ru_maxrss / 1024.0
 
 
-def qkern_row(binary, model, p, n, t):
+def qkern_row(binary, model, p, n, t, reps):
     out, _ = run_measured([binary, "-m", model, "-p", str(p), "-n", str(n),
-                           "-t", str(t), "--json"])
-    j = json.loads(out)
+                           "-t", str(t), "-r", str(reps), "--json"])
+    j = json.loads(out)[0]
     return {k: j.get(k) for k in
-            ("prefill_tok_s", "decode_tok_s", "ttft_ms", "peak_rss_mb")}
+            ("prefill_tok_s", "decode_tok_s", "ttft_ms", "peak_rss_mb",
+             "decode_gb_s", "roof_fraction")}
 
 
 def llamacpp_row(model, p, n, t, reps):
@@ -94,8 +95,8 @@ def main():
     ap.add_argument("-p", type=int, default=512, help="prompt tokens")
     ap.add_argument("-n", type=int, default=128, help="generated tokens")
     ap.add_argument("-r", "--reps", type=int, default=3,
-                    help="llama-bench repetitions")
-    ap.add_argument("--qkern-bench", default=str(ROOT / "build-main/tools/qkern-bench"))
+                    help="repetitions (both benchmarks)")
+    ap.add_argument("--qkern-bench", default=str(ROOT / "build-main/benchmarks/qkern-bench"))
     ap.add_argument("--skip-qkern", action="store_true")
     ap.add_argument("--skip-llamacpp", action="store_true")
     ap.add_argument("--json", action="store_true")
@@ -116,7 +117,7 @@ def main():
     for t in [int(x) for x in a.threads.split(",")]:
         row = {"model": Path(model).name, "threads": t, "p": a.p, "n": a.n}
         if have_qkern:
-            row["qkern"] = qkern_row(a.qkern_bench, model, a.p, a.n, t)
+            row["qkern"] = qkern_row(a.qkern_bench, model, a.p, a.n, t, a.reps)
         if not a.skip_llamacpp:
             row["llamacpp"] = llamacpp_row(model, a.p, a.n, t, a.reps)
         q, l = row.get("qkern", {}), row.get("llamacpp", {})
