@@ -34,11 +34,11 @@ build_and_test() {  # dir, extra cmake args...
 for stage in "${STAGES[@]}"; do
   echo "=== qkern tests: $stage"
   case $stage in
-    x86)
-      build_and_test build-test ;;
+    x86)  # with the examples: qkern-chat's command line is tested too
+      build_and_test build-test -DQKERN_BUILD_EXAMPLES=ON ;;
     asan)
       ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-        build_and_test build-asan -DQKERN_SANITIZE=ON \
+        build_and_test build-asan -DQKERN_SANITIZE=ON -DQKERN_BUILD_EXAMPLES=ON \
         -DCMAKE_CXX_FLAGS_RELEASE=-O1 -DCMAKE_C_FLAGS_RELEASE=-O1 ;;
     aarch64)
       build_and_test build-aarch64 \

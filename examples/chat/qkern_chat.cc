@@ -171,6 +171,13 @@ class Chat {
   // Answers `user`, streaming the reply to `out`. Returns the reply's text.
   qkern::Status Turn(const std::string& user, FILE* out, std::string* reply) {
     reply->clear();
+    const size_t bad = qkern::FindInvalidUtf8(user);
+    if (bad != user.size()) {
+      return qkern::MakeStatus(qkern::StatusCode::kInvalidArgument,
+                               "your message is not valid UTF-8 (byte %zu = "
+                               "0x%02X)",
+                               bad, static_cast<unsigned char>(user[bad]));
+    }
     const size_t reply_index = messages_.size() - (messages_.empty() ? 0 : 1);
     std::vector<qkern::ChatMessage> next = messages_;
     next.push_back({"user", user});
@@ -311,7 +318,7 @@ int main(int argc, char** argv) {
   if (!status.ok()) Fail(status);
   qkern::ChatFormatter formatter;
   if (!options.template_name.empty()) {
-    qkern::ChatTemplateKind kind;
+    qkern::ChatTemplateKind kind = qkern::ChatTemplateKind::kChatMl;
     status = qkern::ChatTemplateFromName(options.template_name, &kind);
     if (status.ok()) status = qkern::ChatFormatter::FromKind(kind, jinja, &formatter);
   } else {

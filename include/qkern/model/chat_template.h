@@ -286,7 +286,7 @@ class ChatFormatter {
       out->used_default_ = true;
       return Status::Ok();
     }
-    ChatTemplateKind kind;
+    ChatTemplateKind kind = ChatTemplateKind::kChatMl;
     QKERN_RETURN_IF_ERROR(DetectChatTemplate(jinja, &kind));
     return FromKind(kind, jinja, out);
   }
