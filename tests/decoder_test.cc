@@ -1,11 +1,12 @@
 // Tests for the reference decoder (qkern/model/): weight loading and
 // conversion, the forward pass, sequences in the paged cache, bad input.
 //
-// The model is tests/data/tiny_llama.gguf (tools/make_gguf.py): 3 layers,
+// The models are tests/data/tiny_llama.gguf (tools/make_gguf.py): 3 layers,
 // width 32, 4 query / 2 KV heads, FFN 256, vocab 64, with every weight type
 // the loader reads (Q4_0, Q4_1, Q8_0 in place; F16, F32, BF16, Q5_0, Q5_1,
 // Q4_K, Q5_K, Q6_K converted), so each conversion and each stacked /
-// unstacked projection path runs.
+// unstacked projection path runs; and tiny_qwen2.gguf (biases, NeoX RoPE,
+// MQA, tied output head).
 //
 // 1. Against a double-precision forward pass written here from the formulas,
 //    on the weights the kernels multiply (the native matrices, dequantized),
@@ -58,8 +59,8 @@ using test::ExpectError;
     ASSERT_TRUE(status_.ok()) << status_.message(); \
   } while (0)
 
-std::string TinyModelPath() {
-  return std::string(QKERN_TEST_DATA_DIR) + "/tiny_llama.gguf";
+std::string TinyModelPath(const char* name = "tiny_llama.gguf") {
+  return std::string(QKERN_TEST_DATA_DIR) + "/" + name;
 }
 
 // --- The reference forward pass ---------------------------------------------
@@ -116,15 +117,21 @@ std::vector<double> RmsNormRef(const std::vector<double>& x,
   return y;
 }
 
-// Interleaved-pair rotation of one head at `pos` (the layout of Llama GGUF).
-void RopeRef(double* head, size_t dim, double theta, size_t pos) {
+// Rotation of one head at `pos`: pairs (2i, 2i + 1) for Llama GGUF files,
+// (i, i + dim / 2) for Qwen2.
+void RopeRef(double* head, size_t dim, double theta, size_t pos, bool neox) {
   for (size_t i = 0; i < dim / 2; ++i) {
     const double freq = pow(theta, -2.0 * i / dim);
     const double a = pos * freq, c = cos(a), s = sin(a);
-    const double x0 = head[2 * i], x1 = head[2 * i + 1];
-    head[2 * i] = x0 * c - x1 * s;
-    head[2 * i + 1] = x0 * s + x1 * c;
+    const size_t i0 = neox ? i : 2 * i, i1 = neox ? i + dim / 2 : 2 * i + 1;
+    const double x0 = head[i0], x1 = head[i1];
+    head[i0] = x0 * c - x1 * s;
+    head[i1] = x0 * s + x1 * c;
   }
+}
+
+void AddBias(std::vector<double>* y, const std::vector<double>& b) {
+  for (size_t i = 0; i < y->size(); ++i) (*y)[i] += b[i];
 }
 
 // Logits of every position of `tokens`, from position 0.
@@ -136,7 +143,7 @@ std::vector<std::vector<double>> ReferenceLogits(const std::string& path,
   EXPECT_TRUE(ReadModelConfig(file, &c).ok());
   const Matrix embd = LoadMatrix(file, "token_embd.weight");
   struct Layer {
-    std::vector<double> attn_norm, ffn_norm;
+    std::vector<double> attn_norm, ffn_norm, q_bias, k_bias, v_bias;
     Matrix q, k, v, o, gate, up, down;
   };
   std::vector<Layer> layers(c.num_layers);
@@ -145,6 +152,11 @@ std::vector<std::vector<double>> ReferenceLogits(const std::string& path,
     Layer& l = layers[i];
     l.attn_norm = LoadVector(file, p + "attn_norm.weight");
     l.ffn_norm = LoadVector(file, p + "ffn_norm.weight");
+    if (c.qkv_bias) {
+      l.q_bias = LoadVector(file, p + "attn_q.bias");
+      l.k_bias = LoadVector(file, p + "attn_k.bias");
+      l.v_bias = LoadVector(file, p + "attn_v.bias");
+    }
     l.q = LoadMatrix(file, p + "attn_q.weight");
     l.k = LoadMatrix(file, p + "attn_k.weight");
     l.v = LoadMatrix(file, p + "attn_v.weight");
@@ -154,7 +166,9 @@ std::vector<std::vector<double>> ReferenceLogits(const std::string& path,
     l.down = LoadMatrix(file, p + "ffn_down.weight");
   }
   const std::vector<double> out_norm = LoadVector(file, "output_norm.weight");
-  const Matrix out = LoadMatrix(file, "output.weight");
+  GgufTensorInfo head_info;
+  const bool tied = !file.FindTensor("output.weight", &head_info).ok();
+  const Matrix out = LoadMatrix(file, tied ? "token_embd.weight" : "output.weight");
   // The embedding row is read from the file's own type (F16), not converted.
   GgufTensorInfo embd_info;
   EXPECT_TRUE(file.FindTensor("token_embd.weight", &embd_info).ok());
@@ -172,11 +186,17 @@ std::vector<std::vector<double>> ReferenceLogits(const std::string& path,
       std::vector<double> h = RmsNormRef(x, l.attn_norm, c.rms_eps);
       std::vector<double> q = MatVec(l.q, h), k = MatVec(l.k, h),
                           v = MatVec(l.v, h);
+      if (c.qkv_bias) {
+        AddBias(&q, l.q_bias);
+        AddBias(&k, l.k_bias);
+        AddBias(&v, l.v_bias);
+      }
+      const bool neox = c.arch == ModelArch::kQwen2;
       for (size_t head = 0; head < c.num_q_heads; ++head) {
-        RopeRef(&q[head * hd], hd, c.rope.theta_base, pos);
+        RopeRef(&q[head * hd], hd, c.rope.theta_base, pos, neox);
       }
       for (size_t head = 0; head < c.num_kv_heads; ++head) {
-        RopeRef(&k[head * hd], hd, c.rope.theta_base, pos);
+        RopeRef(&k[head * hd], hd, c.rope.theta_base, pos, neox);
       }
       keys[li].push_back(k);
       values[li].push_back(v);
@@ -230,8 +250,9 @@ double RelativeRmsError(const float* got, const std::vector<double>& want) {
 
 class DecoderTest : public test::PerTarget {
  protected:
-  void LoadTiny(DecoderOptions options = DecoderOptions()) {
-    QKERN_ASSERT_OK(Model::Load(TinyModelPath(), &model_));
+  void LoadTiny(DecoderOptions options = DecoderOptions(),
+                const char* name = "tiny_llama.gguf") {
+    QKERN_ASSERT_OK(Model::Load(TinyModelPath(name), &model_));
     options.num_threads = options.num_threads == 0 ? 2 : options.num_threads;
     QKERN_ASSERT_OK(Decoder::Create(model_, options, &decoder_));
   }
@@ -278,24 +299,44 @@ TEST_P(DecoderTest, LoadsEveryWeightType) {
   }
 }
 
-TEST_P(DecoderTest, MatchesDoublePrecisionReference) {
-  DecoderOptions options;
-  options.kv_format = KvFormat::kF32;  // no cache rounding: see the header
-  options.max_batch = 5;               // several prefill chunks
-  LoadTiny(options);
+void ExpectMatchesReference(Decoder* decoder, const char* name) {
   const std::vector<int32_t> tokens = Tokens(23, 1);
-  const auto want = ReferenceLogits(TinyModelPath(), tokens);
-  QKERN_ASSERT_OK(decoder_.AddSequence(0));
-  const std::vector<float> got = EvalAll(0, tokens);
-  const size_t V = decoder_.vocab_size();
+  const auto want = ReferenceLogits(TinyModelPath(name), tokens);
+  ASSERT_TRUE(decoder->AddSequence(0).ok());
+  std::vector<float> got(tokens.size() * decoder->vocab_size());
+  const Status s = decoder->Eval(0, tokens.data(), tokens.size(), got.data(),
+                                 /*all_logits=*/true);
+  ASSERT_TRUE(s.ok()) << s.message();
+  const size_t V = decoder->vocab_size();
   const double bound = 1e-3;
   double worst = 0;
   for (size_t pos = 0; pos < tokens.size(); ++pos) {
     const double err = RelativeRmsError(&got[pos * V], want[pos]);
     worst = std::max(worst, err);
-    EXPECT_LE(err, bound) << "position " << pos;
+    EXPECT_LE(err, bound) << name << " position " << pos;
   }
-  printf("worst relative RMS logit error %.2e (bound %.0e)\n", worst, bound);
+  printf("%s: worst relative RMS logit error %.2e (bound %.0e)\n", name, worst,
+         bound);
+}
+
+TEST_P(DecoderTest, MatchesDoublePrecisionReference) {
+  DecoderOptions options;
+  options.kv_format = KvFormat::kF32;  // no cache rounding: see the header
+  options.max_batch = 5;               // several prefill chunks
+  LoadTiny(options);
+  ExpectMatchesReference(&decoder_, "tiny_llama.gguf");
+}
+
+// Qwen2: q/k/v biases, rotate-half RoPE, one KV head for four query heads
+// (MQA), and the output head tied to the (Q8_0) embedding.
+TEST_P(DecoderTest, Qwen2MatchesDoublePrecisionReference) {
+  DecoderOptions options;
+  options.kv_format = KvFormat::kF32;
+  options.max_batch = 7;
+  LoadTiny(options, "tiny_qwen2.gguf");
+  EXPECT_TRUE(model_.weights().tied_output);
+  EXPECT_EQ(model_.config().arch, ModelArch::kQwen2);
+  ExpectMatchesReference(&decoder_, "tiny_qwen2.gguf");
 }
 
 TEST_P(DecoderTest, PrefillEqualsStepByStepAndChunks) {

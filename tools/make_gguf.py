@@ -69,9 +69,9 @@ def fnv1a64(data):
     return f"{h:016x}"
 
 
-def tensor_bytes(rng, qtype, rows, cols):
+def tensor_bytes(rng, qtype, rows, cols, std=0.5):
     """Returns the tensor's data as uint8 of shape (rows, bytes per row)."""
-    x = (rng.standard_normal((rows, cols)) * 0.5).astype(np.float32)
+    x = (rng.standard_normal((rows, cols)) * std).astype(np.float32)
     if qtype == Q.F32:
         data = x
     elif qtype == Q.F16:
@@ -104,10 +104,10 @@ class Builder:
     def add(self, key, value, vtype, sub_type=None):
         self.kv.append((key, value, vtype, sub_type))
 
-    def tensor(self, rng, name, qtype, shape):
+    def tensor(self, rng, name, qtype, shape, std=0.5):
         """shape is numpy order (slowest first); ne is its reverse."""
         rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-        data = tensor_bytes(rng, qtype, rows, shape[-1])
+        data = tensor_bytes(rng, qtype, rows, shape[-1], std)
         # Byte-shaped like the tensor, so the writer derives the GGUF shape.
         data = data.reshape(*shape[:-1], -1)
         self.tensors.append((name, qtype, list(reversed(shape)), data))
@@ -233,6 +233,50 @@ def tiny_llama(path):
     b.write(path)
 
 
+def tiny_qwen2(path):
+    """A 2-layer qwen2: q/k/v biases, NeoX RoPE, MQA, tied output head.
+
+    Matrices are N(0, 1/K) like trained ones, so activations stay O(1) and a
+    rounding difference is not amplified layer after layer (the test compares
+    with a reference to 1e-3)."""
+    rng = np.random.default_rng(SEED + 2)
+    n_embd, n_head, n_head_kv, n_ff, n_layer, n_vocab = 64, 4, 1, 128, 2, 64
+    head_dim = n_embd // n_head
+    b = Builder("qwen2")
+    b.add("general.name", "qkern tiny qwen2", V.STRING)
+    b.add("qwen2.context_length", 256, V.UINT32)
+    b.add("qwen2.embedding_length", n_embd, V.UINT32)
+    b.add("qwen2.block_count", n_layer, V.UINT32)
+    b.add("qwen2.feed_forward_length", n_ff, V.UINT32)
+    b.add("qwen2.attention.head_count", n_head, V.UINT32)
+    b.add("qwen2.attention.head_count_kv", n_head_kv, V.UINT32)
+    b.add("qwen2.rope.freq_base", 1000000.0, V.FLOAT32)
+    b.add("qwen2.attention.layer_norm_rms_epsilon", 1e-6, V.FLOAT32)
+    tokens = [f"t{i}" for i in range(n_vocab)]
+    b.add("tokenizer.ggml.model", "gpt2", V.STRING)
+    b.add("tokenizer.ggml.pre", "qwen2", V.STRING)
+    b.add("tokenizer.ggml.tokens", tokens, V.ARRAY, V.STRING)
+    b.add("tokenizer.ggml.merges", ["t 1"], V.ARRAY, V.STRING)
+    b.tensor(rng, "token_embd.weight", Q.Q8_0, (n_vocab, n_embd))
+    kv_dim = n_head_kv * head_dim
+    for layer in range(n_layer):
+        p = f"blk.{layer}."
+        b.tensor(rng, p + "attn_norm.weight", Q.F32, (n_embd,))
+        b.tensor(rng, p + "attn_q.weight", Q.Q4_0, (n_embd, n_embd), std=n_embd ** -0.5)
+        b.tensor(rng, p + "attn_q.bias", Q.F32, (n_embd,))
+        b.tensor(rng, p + "attn_k.weight", Q.Q4_0, (kv_dim, n_embd), std=n_embd ** -0.5)
+        b.tensor(rng, p + "attn_k.bias", Q.F32, (kv_dim,))
+        b.tensor(rng, p + "attn_v.weight", Q.Q4_0, (kv_dim, n_embd), std=n_embd ** -0.5)
+        b.tensor(rng, p + "attn_v.bias", Q.F32, (kv_dim,))
+        b.tensor(rng, p + "attn_output.weight", Q.Q8_0, (n_embd, n_embd), std=n_embd ** -0.5)
+        b.tensor(rng, p + "ffn_norm.weight", Q.F32, (n_embd,))
+        b.tensor(rng, p + "ffn_gate.weight", Q.Q4_1, (n_ff, n_embd), std=n_embd ** -0.5)
+        b.tensor(rng, p + "ffn_up.weight", Q.Q4_1, (n_ff, n_embd), std=n_embd ** -0.5)
+        b.tensor(rng, p + "ffn_down.weight", Q.Q4_1, (n_embd, n_ff), std=n_ff ** -0.5)
+    b.tensor(rng, "output_norm.weight", Q.F32, (n_embd,))
+    b.write(path)
+
+
 def misc(path):
     rng = np.random.default_rng(SEED + 1)
     b = Builder("misc", alignment=64)
@@ -281,6 +325,7 @@ def main():
         os.path.join(here, "..", "tests", "data")))
     args = parser.parse_args()
     tiny_llama(os.path.join(args.out_dir, "tiny_llama.gguf"))
+    tiny_qwen2(os.path.join(args.out_dir, "tiny_qwen2.gguf"))
     misc(os.path.join(args.out_dir, "gguf_misc.gguf"))
 
 
