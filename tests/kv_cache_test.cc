@@ -39,6 +39,7 @@
 #include "qkern/kv/kv_format.h"
 #include "qkern/kv/paged_kv_cache.h"
 #include "status_matchers.h"
+#include "test_util.h"
 
 namespace qkern {
 namespace {
@@ -1121,6 +1122,228 @@ TEST(KvCacheTest, PoolHoldsExactlyItsCapacity) {
   ASSERT_TRUE(cache.Truncate(0, 0).ok());
   EXPECT_EQ(cache.ReserveTokens(0, 21).code(), StatusCode::kResourceExhausted);
   EXPECT_EQ(cache.num_free_blocks(), 5u);
+}
+
+// --- SIMD encoders (kv_codec-inl.h) against the scalar EncodeKvRow ----------
+
+class KvEncodeTest : public test::PerTarget {};
+
+// Bytes, scale and return value of the dispatched encoder equal the
+// reference's for every format, on rows that hit every rounding path.
+::testing::AssertionResult EncodersAgree(KvFormat format, const float* x,
+                                         size_t n) {
+  std::vector<uint8_t> want(n * 4 + 1, 0xA5), got(n * 4 + 1, 0xA5);
+  float want_scale = -1.0f, got_scale = -1.0f;
+  const size_t want_n = EncodeKvRow(format, x, n, want.data(), &want_scale);
+  const size_t got_n =
+      detail::DispatchEncodeKvRow(format, x, n, got.data(), &got_scale);
+  const char* name = GetKvFormatInfo(format).name;
+  if (want_n != got_n) {
+    return ::testing::AssertionFailure()
+           << name << " n " << n << ": returned " << got_n << ", reference "
+           << want_n << " on " << ActiveTargetName();
+  }
+  if (want_n != n) return ::testing::AssertionSuccess();  // bytes unspecified
+  const size_t bytes = n * GetKvFormatInfo(format).element_bytes;
+  for (size_t i = 0; i < bytes; ++i) {
+    if (want[i] != got[i]) {
+      const size_t e = i / GetKvFormatInfo(format).element_bytes;
+      return ::testing::AssertionFailure()
+             << name << " n " << n << ": byte " << i << " (value " << x[e]
+             << ") is " << int{got[i]} << ", reference " << int{want[i]}
+             << " on " << ActiveTargetName();
+    }
+  }
+  if (want[bytes] != 0xA5 || got[bytes] != 0xA5) {
+    return ::testing::AssertionFailure() << name << ": wrote past the row";
+  }
+  if (format == KvFormat::kInt8 &&
+      memcmp(&want_scale, &got_scale, sizeof(float)) != 0) {
+    return ::testing::AssertionFailure()
+           << name << " n " << n << ": scale " << got_scale << ", reference "
+           << want_scale << " on " << ActiveTargetName();
+  }
+  return ::testing::AssertionSuccess();
+}
+
+TEST_P(KvEncodeTest, SimdEncodersMatchReferenceBitForBit) {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<uint32_t> bits;
+  std::normal_distribution<float> normal;
+  for (KvFormat format : kAllKvFormats) {
+    for (size_t n = 1; n <= 140; n += (n < 40 ? 1 : 13)) {
+      std::vector<float> x(n);
+      for (int trial = 0; trial < 20; ++trial) {
+        for (size_t i = 0; i < n; ++i) {
+          switch ((trial + i) % 5) {
+            case 0:  // any finite f32 within the f16 range
+              do {
+                uint32_t u = bits(rng);
+                memcpy(&x[i], &u, 4);
+              } while (!(std::fabs(x[i]) < 65000.0f));
+              break;
+            case 1:  // f16 subnormal range and ties of the f16 grid
+              x[i] = std::ldexp(static_cast<float>(bits(rng) % 4096) + 0.5f,
+                                -25 + static_cast<int>(bits(rng) % 8));
+              break;
+            case 2:  // halfway between f16 values (ties to even)
+              x[i] = std::ldexp(1.0f + (2.0f * (bits(rng) % 1024) + 1) / 2048,
+                                static_cast<int>(bits(rng) % 30) - 14);
+              break;
+            default:
+              x[i] = normal(rng) * (trial % 3 == 0 ? 1000.0f : 1.0f);
+          }
+          if (bits(rng) % 2) x[i] = -x[i];
+        }
+        ASSERT_TRUE(EncodersAgree(format, x.data(), n));
+        // int8 ties: values that land on k + 1/2 after scaling.
+        for (size_t i = 0; i < n; ++i) {
+          x[i] = static_cast<float>(static_cast<int>(bits(rng) % 255) - 127) +
+                 0.5f;
+        }
+        x[0] = 127.0f;
+        ASSERT_TRUE(EncodersAgree(format, x.data(), n));
+      }
+    }
+  }
+}
+
+TEST_P(KvEncodeTest, SimdEncodersReportTheFirstUnstorableValue) {
+  const float specials[] = {NAN, -NAN, INFINITY, -INFINITY, 65520.0f,
+                            -65520.0f, 65519.996f, 65504.0f, 1e30f, FLT_MAX};
+  for (KvFormat format : kAllKvFormats) {
+    for (size_t n : {1, 5, 16, 33, 64, 100}) {
+      for (float special : specials) {
+        for (size_t at : {size_t{0}, n / 2, n - 1}) {
+          std::vector<float> x = test::RandomValues(n, static_cast<uint32_t>(n));
+          x[at] = special;
+          ASSERT_TRUE(EncodersAgree(format, x.data(), n))
+              << "special " << special << " at " << at;
+          if (at + 1 < n) {  // two bad values: the first one counts
+            x[n - 1] = NAN;
+            ASSERT_TRUE(EncodersAgree(format, x.data(), n));
+          }
+        }
+      }
+    }
+  }
+  // Below kKvInt8MinAmax the row is zeros with scale 0, as the reference.
+  const float tiny[3] = {1e-37f, -5e-38f, 0.0f};
+  ASSERT_TRUE(EncodersAgree(KvFormat::kInt8, tiny, 3));
+}
+
+QKERN_INSTANTIATE_PER_TARGET(KvEncodeTest);
+
+// --- In-place writes: WritableKvRow / MarkKvWritten ----------------------
+
+TEST(KvCacheTest, WritableRowsAreValidatedAndMarkedLikeWriteKV) {
+  KvCacheConfig c;
+  c.num_layers = 2;
+  c.num_kv_heads = 2;
+  c.head_dim = 8;
+  c.block_tokens = 4;
+  c.format = KvFormat::kInt8;
+  c.memory_budget_bytes = size_t{1} << 16;
+  PagedKvCache cache;
+  ASSERT_TRUE(PagedKvCache::Create(c, &cache).ok());
+  ASSERT_TRUE(cache.AddSequence(1).ok());
+  ASSERT_TRUE(cache.ReserveTokens(1, 5).ok());
+  KvRowSlot slot;
+  const StatusCode kBad = StatusCode::kInvalidArgument;
+  ExpectError(cache.WritableKvRow(2, 0, 0, 0, KvPart::kK, &slot), kBad,
+              "unknown sequence id 2");
+  ExpectError(cache.WritableKvRow(1, 2, 0, 0, KvPart::kK, &slot),
+              StatusCode::kOutOfRange, "layer 2");
+  ExpectError(cache.WritableKvRow(1, 0, 5, 0, KvPart::kK, &slot),
+              StatusCode::kOutOfRange, "ReserveTokens");
+  ExpectError(cache.WritableKvRow(1, 0, 0, 2, KvPart::kK, &slot),
+              StatusCode::kOutOfRange, "kv head 2");
+  ExpectError(cache.WritableKvRow(1, 0, 0, 0, static_cast<KvPart>(2), &slot),
+              kBad, "part 2");
+  ExpectError(cache.WritableKvRow(1, 0, 0, 0, KvPart::kK, nullptr), kBad,
+              "output is null");
+  ExpectError(cache.MarkKvWritten(1, 0, 5), StatusCode::kOutOfRange,
+              "ReserveTokens");
+
+  // Rows written through the slots read back as WriteKV's would.
+  const std::vector<float> k = test::RandomValues(16, 1);
+  const std::vector<float> v = test::RandomValues(16, 2);
+  for (size_t pos = 0; pos < 5; ++pos) {
+    for (size_t layer = 0; layer < 2; ++layer) {
+      for (size_t h = 0; h < 2; ++h) {
+        for (KvPart part : {KvPart::kK, KvPart::kV}) {
+          ASSERT_TRUE(cache.WritableKvRow(1, layer, pos, h, part, &slot).ok());
+          ASSERT_NE(slot.scale, nullptr);
+          const float* src = (part == KvPart::kK ? k : v).data() + h * 8;
+          ASSERT_EQ(EncodeKvRow(c.format, src, 8, slot.values, slot.scale),
+                    8u);
+        }
+      }
+      if (pos == 4 && layer == 1) {
+        // Not marked yet: neither readable nor committable.
+        std::vector<float> rk(16), rv(16);
+        ExpectError(cache.ReadKV(1, 1, 4, rk.data(), rv.data()),
+                    StatusCode::kOutOfRange, "not written");
+        ExpectError(cache.CommitTokens(1, 5), kBad, "never written");
+      }
+      ASSERT_TRUE(cache.MarkKvWritten(1, layer, pos).ok());
+    }
+  }
+  // Taking a slot again clears the mark, as a failed rewrite by WriteKV.
+  ASSERT_TRUE(cache.WritableKvRow(1, 0, 2, 1, KvPart::kV, &slot).ok());
+  ExpectError(cache.CommitTokens(1, 5), kBad, "never written for layer 0");
+  ASSERT_TRUE(cache.MarkKvWritten(1, 0, 2).ok());
+  ASSERT_TRUE(cache.CommitTokens(1, 5).ok());
+  std::vector<float> rk(16), rv(16), wk(16), wv(16);
+  PagedKvCache ref;
+  ASSERT_TRUE(PagedKvCache::Create(c, &ref).ok());
+  ASSERT_TRUE(ref.AddSequence(1).ok());
+  ASSERT_TRUE(ref.ReserveTokens(1, 1).ok());
+  ASSERT_TRUE(ref.WriteKV(1, 0, 0, k.data(), v.data()).ok());
+  ASSERT_TRUE(ref.ReadKV(1, 0, 0, wk.data(), wv.data()).ok());
+  for (size_t pos = 0; pos < 5; ++pos) {
+    ASSERT_TRUE(cache.ReadKV(1, 1, pos, rk.data(), rv.data()).ok());
+    EXPECT_EQ(rk, wk);
+    EXPECT_EQ(rv, wv);
+  }
+  // Committed positions are no longer writable.
+  ExpectError(cache.WritableKvRow(1, 0, 0, 0, KvPart::kK, &slot), kBad,
+              "already committed");
+  ExpectError(cache.MarkKvWritten(1, 0, 0), kBad, "already committed");
+  // WritablePosition: the same rows for one validation, same errors.
+  ASSERT_TRUE(ref.WriteKV(1, 1, 0, k.data(), v.data()).ok());
+  ASSERT_TRUE(ref.CommitTokens(1, 1).ok());
+  ASSERT_TRUE(ref.ReserveTokens(1, 1).ok());
+  KvPositionSlots rows;
+  ExpectError(ref.WritablePosition(1, 0, 0, &rows), kBad, "already committed");
+  ExpectError(ref.WritablePosition(1, 0, 2, &rows), StatusCode::kOutOfRange,
+              "ReserveTokens");
+  ExpectError(ref.WritablePosition(1, 0, 1, nullptr), kBad, "output is null");
+  ASSERT_TRUE(ref.WriteKV(1, 1, 1, k.data(), v.data()).ok());
+  ASSERT_TRUE(ref.WritablePosition(1, 1, 1, &rows).ok());
+  for (size_t h = 0; h < 2; ++h) {
+    for (KvPart part : {KvPart::kK, KvPart::kV}) {
+      ASSERT_TRUE(ref.WritableKvRow(1, 1, 1, h, part, &slot).ok());
+      EXPECT_EQ(rows.Row(h, part).values, slot.values);
+      EXPECT_EQ(rows.Row(h, part).scale, slot.scale);
+    }
+  }
+  // Taking the rows cleared the mark WriteKV had set.
+  ExpectError(ref.ReadKV(1, 1, 1, rk.data(), rv.data()),
+              StatusCode::kOutOfRange, "not written");
+  ASSERT_TRUE(ref.MarkKvWritten(1, 1, 1).ok());
+  ASSERT_TRUE(ref.ReadKV(1, 1, 1, rk.data(), rv.data()).ok());
+  EXPECT_EQ(rk, wk);
+  // Formats without scales give a null scale slot.
+  c.format = KvFormat::kF16;
+  PagedKvCache f16;
+  ASSERT_TRUE(PagedKvCache::Create(c, &f16).ok());
+  ASSERT_TRUE(f16.AddSequence(1).ok());
+  ASSERT_TRUE(f16.ReserveTokens(1, 1).ok());
+  ASSERT_TRUE(f16.WritableKvRow(1, 0, 0, 1, KvPart::kV, &slot).ok());
+  EXPECT_EQ(slot.scale, nullptr);
+  EXPECT_EQ(slot.values, f16.BlockData(0) + f16.layout().RowOffset(
+                                                0, 1, KvPart::kV, 0));
 }
 
 }  // namespace

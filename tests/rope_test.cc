@@ -354,6 +354,97 @@ TEST_P(RopeTest, FusedKWriteMatchesRotateThenWrite) {
   }
 }
 
+// The single-pass path stores exactly the bytes of ApplyRope + WriteKV (the
+// two-pass path), values and int8 scales, for every format, layout, partial
+// rotary dim, odd head sizes and positions past the table.
+TEST_P(RopeTest, FusedKWriteBytesEqualTwoPass) {
+  struct Shape {
+    RopeLayout layout;
+    size_t head_dim, rotary_dim, kv_heads;
+  };
+  const Shape shapes[] = {
+      {RopeLayout::kNeox, 64, 64, 3},  {RopeLayout::kGptJ, 64, 64, 2},
+      {RopeLayout::kNeox, 80, 48, 2},  {RopeLayout::kGptJ, 96, 40, 1},
+      {RopeLayout::kNeox, 6, 6, 5},    {RopeLayout::kNeox, 128, 128, 8},
+      {RopeLayout::kGptJ, 34, 30, 3},  {RopeLayout::kNeox, 256, 200, 1},
+  };
+  for (KvFormat format : kAllKvFormats) {
+    for (const Shape& sh : shapes) {
+      const RopeConfig rc =
+          MakeConfig(sh.layout, sh.head_dim, sh.rotary_dim, 10000.0);
+      SCOPED_TRACE(std::string(GetKvFormatInfo(format).name) + " " +
+                   Describe(rc) + " on " + ActiveTargetName());
+      RopeTable table;
+      ASSERT_TRUE(RopeTable::Create(rc, 8, &table).ok());
+      KvCacheConfig kc;
+      kc.num_layers = 2;
+      kc.num_kv_heads = sh.kv_heads;
+      kc.head_dim = sh.head_dim;
+      kc.block_tokens = 4;
+      kc.format = format;
+      kc.memory_budget_bytes = size_t{2} << 20;
+      PagedKvCache fused, two_pass;
+      ASSERT_TRUE(PagedKvCache::Create(kc, &fused).ok());
+      ASSERT_TRUE(PagedKvCache::Create(kc, &two_pass).ok());
+      const size_t tokens = 11;
+      for (PagedKvCache* cache : {&fused, &two_pass}) {
+        ASSERT_TRUE(cache->AddSequence(3).ok());
+        ASSERT_TRUE(cache->ReserveTokens(3, tokens).ok());
+      }
+      const size_t row = fused.RowFloats();
+      for (size_t pos = 0; pos < tokens; ++pos) {
+        for (size_t layer = 0; layer < 2; ++layer) {
+          const uint32_t seed = static_cast<uint32_t>(77 + pos * 2 + layer);
+          std::vector<float> k = test::RandomValues(row, seed, 0.05f);
+          const std::vector<float> v = test::RandomValues(row, seed + 99);
+          // Ties, zeros and tiny values exercise the rounding paths.
+          k[0] = 0.0f;
+          if (row > 3) k[3] = 1e-30f;
+          // Past the 8-position table, with an offset.
+          const int64_t rope_pos = static_cast<int64_t>(pos) * 997;
+          ASSERT_TRUE(RopeAndWriteK(table, &fused, 3, layer, pos, rope_pos,
+                                    k.data(), v.data())
+                          .ok());
+          std::vector<float> rotated = k;
+          const int32_t p32 = static_cast<int32_t>(rope_pos);
+          ASSERT_TRUE(
+              ApplyRope(table, rotated.data(), 1, sh.kv_heads, row, &p32).ok());
+          ASSERT_TRUE(
+              two_pass.WriteKV(3, layer, pos, rotated.data(), v.data()).ok());
+        }
+      }
+      for (PagedKvCache* cache : {&fused, &two_pass}) {
+        ASSERT_TRUE(cache->CommitTokens(3, tokens).ok());
+      }
+      KvBlockTable a, b;
+      ASSERT_TRUE(fused.BlockTable(3, &a).ok());
+      ASSERT_TRUE(two_pass.BlockTable(3, &b).ok());
+      ASSERT_EQ(a.size, b.size);
+      const KvBlockLayout& layout = fused.layout();
+      for (size_t pos = 0; pos < tokens; ++pos) {
+        const uint8_t* block_a = fused.BlockData(a[pos / 4]);
+        const uint8_t* block_b = two_pass.BlockData(b[pos / 4]);
+        for (size_t layer = 0; layer < 2; ++layer) {
+          for (size_t h = 0; h < sh.kv_heads; ++h) {
+            for (KvPart part : {KvPart::kK, KvPart::kV}) {
+              const size_t off = layout.RowOffset(layer, h, part, pos % 4);
+              ASSERT_EQ(memcmp(block_a + off, block_b + off, layout.RowBytes()),
+                        0)
+                  << "position " << pos << " layer " << layer << " head " << h
+                  << (part == KvPart::kK ? " K" : " V");
+              if (layout.has_row_scales()) {
+                const size_t so = layout.ScaleOffset(layer, h, part, pos % 4);
+                ASSERT_EQ(memcmp(block_a + so, block_b + so, sizeof(float)), 0)
+                    << "scale of position " << pos << " head " << h;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 QKERN_INSTANTIATE_PER_TARGET(RopeTest);
 
 // --- Frequencies and scaling formulas (target-independent) -----------------
@@ -626,6 +717,14 @@ TEST(RopeErrorTest, BadFusedWrites) {
   EXPECT_TRUE(
       IsError(RopeAndWriteK(table, &cache, 1, 0, 0, 0, bad_k.data(), v.data()),
               kBad, "k[70]"));
+  // A failed write leaves the position unwritten, even after a good one.
+  ASSERT_TRUE(RopeAndWriteK(table, &cache, 1, 0, 0, 0, k.data(), v.data()).ok());
+  std::vector<float> bad_v = v;
+  bad_v[127] = NAN;
+  EXPECT_TRUE(
+      IsError(RopeAndWriteK(table, &cache, 1, 0, 0, 0, k.data(), bad_v.data()),
+              kBad, "v[127]"));
+  EXPECT_TRUE(IsError(cache.CommitTokens(1, 1), kBad, "never written"));
 
   // A table for another head size.
   RopeTable other;
@@ -636,7 +735,7 @@ TEST(RopeErrorTest, BadFusedWrites) {
       IsError(RopeAndWriteK(other, &cache, 1, 0, 0, 0, k.data(), v.data()),
               kBad, "built for head_dim = 128"));
 
-  // Rows larger than the stack buffer need scratch.
+  // Rows of any size are written without scratch (nothing is staged).
   kc.num_kv_heads = 40;
   kc.head_dim = 128;
   kc.format = KvFormat::kF16;
@@ -647,12 +746,8 @@ TEST(RopeErrorTest, BadFusedWrites) {
   ASSERT_TRUE(big.ReserveTokens(1, 1).ok());
   std::vector<float> big_k = test::RandomValues(40 * 128, 4);
   std::vector<float> big_v = test::RandomValues(40 * 128, 5);
-  EXPECT_TRUE(IsError(
-      RopeAndWriteK(other, &big, 1, 0, 0, 0, big_k.data(), big_v.data()), kBad,
-      "pass scratch of 5120 floats"));
-  std::vector<float> scratch(40 * 128);
-  const Status ok = RopeAndWriteK(other, &big, 1, 0, 0, 0, big_k.data(),
-                                  big_v.data(), scratch.data());
+  const Status ok =
+      RopeAndWriteK(other, &big, 1, 0, 0, 0, big_k.data(), big_v.data());
   EXPECT_TRUE(ok.ok()) << ok.message();
 }
 

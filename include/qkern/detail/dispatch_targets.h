@@ -8,6 +8,7 @@
 
 #include "qkern/kernels/matmul-inl.h"
 // [anchor: rope includes]
+#include "qkern/kv/kv_codec-inl.h"
 #include "qkern/kernels/rope-inl.h"
 // [anchor: ops includes]
 #include "qkern/kernels/activations-inl.h"
@@ -32,6 +33,10 @@ inline void QuantizeActivationsF32(const float* x, size_t k, int8_t* codes,
 }
 // [anchor: rope entry points]
 inline void RopeF32(const RopeCall& call) { RopeRows(call); }
+inline size_t RopeEncodeKvRowF32(const RopeKvRowCall& call, const float* src,
+                                 void* values, float* scale, float* bad_value) {
+  return RopeEncodeKvRow(call, src, values, scale, bad_value);
+}
 // [anchor: ops entry points]
 inline void RmsNormRowsF32(const float* x, size_t x_stride, const float* weight,
                            float eps, size_t rows, size_t n, float* y,
@@ -90,6 +95,10 @@ inline void DequantizeRowBF16F32(const uint16_t* in, size_t cols, float* out) {
 inline void AttentionPagedF32(const detail::AttentionCall& call) {
   AttentionPaged(call);
 }
+inline size_t EncodeKvRowFromF32(KvFormat format, const float* src, size_t n,
+                                 void* values, float* scale) {
+  return EncodeKvRowSimd(format, src, n, values, scale);
+}
 
 }  // namespace HWY_NAMESPACE
 }  // namespace qkern
@@ -111,6 +120,7 @@ HWY_EXPORT(DotPathForTarget);
 HWY_EXPORT(QuantizeActivationsF32);
 // [anchor: rope exports]
 HWY_EXPORT(RopeF32);
+HWY_EXPORT(RopeEncodeKvRowF32);
 // [anchor: ops exports]
 HWY_EXPORT(RmsNormRowsF32);
 HWY_EXPORT(SiluF32);
@@ -130,6 +140,7 @@ HWY_EXPORT(DequantizeRowF16F32);
 HWY_EXPORT(DequantizeRowBF16F32);
 // [anchor: attention exports]
 HWY_EXPORT(AttentionPagedF32);
+HWY_EXPORT(EncodeKvRowFromF32);
 #define QKERN_DISPATCH(name) HWY_DYNAMIC_DISPATCH(name)
 #endif
 
@@ -144,6 +155,12 @@ inline void DispatchQuantizeActivations(const float* x, size_t k, int8_t* codes,
 }
 // [anchor: rope wrappers]
 inline void DispatchRope(const RopeCall& call) { QKERN_DISPATCH(RopeF32)(call); }
+inline size_t DispatchRopeEncodeKvRow(const RopeKvRowCall& call,
+                                      const float* src, void* values,
+                                      float* scale, float* bad_value) {
+  return QKERN_DISPATCH(RopeEncodeKvRowF32)(call, src, values, scale,
+                                            bad_value);
+}
 // [anchor: ops wrappers]
 inline void DispatchRmsNormRows(const float* x, size_t x_stride,
                                 const float* weight, float eps, size_t rows,
@@ -208,6 +225,10 @@ inline void DispatchDequantizeRowBF16(const uint16_t* in, size_t cols,
 // [anchor: attention wrappers]
 inline void DispatchAttention(const AttentionCall& call) {
   QKERN_DISPATCH(AttentionPagedF32)(call);
+}
+inline size_t DispatchEncodeKvRow(KvFormat format, const float* src, size_t n,
+                                  void* values, float* scale) {
+  return QKERN_DISPATCH(EncodeKvRowFromF32)(format, src, n, values, scale);
 }
 
 #undef QKERN_DISPATCH

@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "qkern/kv/kv_format.h"
+
 namespace qkern {
 
 // Largest head_dim the RoPE kernels accept: bounds the on-the-fly cos/sin row
@@ -58,6 +60,17 @@ struct RopeCall {
   // Position of token t: positions[t], or first_position + t if null.
   const int32_t* positions;
   int64_t first_position;
+};
+
+// One head of K rotated and encoded into a KV cache row in one pass
+// (RopeAndWriteK): the head's cos/sin row, resolved once per token.
+struct RopeKvRowCall {
+  const float* cos_row;  // RopeRowFloats() floats each
+  const float* sin_row;
+  size_t head_dim;
+  size_t rotary_dim;
+  bool interleaved;
+  KvFormat format;
 };
 
 // The cos/sin row of one position, as the table stores it. The table builder
@@ -104,28 +117,72 @@ inline void ComputeRopeRow(const double* inv_freq, size_t pairs,
 #include <stdint.h>
 #include <string.h>
 
+#include <cmath>
+
 #include <hwy/highway.h>
+
+#include "qkern/kv/kv_codec-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace qkern {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
+// The rotation is written once, as a producer of rotated values: it feeds
+// each result to a sink (sink.Vec(d, v, i) for a vector of lanes [i, i +
+// Lanes(d)), sink.One(x, i) for one value), so the in-place rotation (a
+// storing sink) and the fused K write (an encoding sink, kv_codec-inl.h)
+// run the same arithmetic and agree bit for bit.
+
+// Rounding must not depend on how the compiler contracts a * b + c, or
+// the two instantiations of a producer (storing, encoding) could differ in
+// the last bit. SIMD targets' MulAdd is one instruction; SCALAR and EMU128
+// implement it as a plain expression that GCC may or may not fuse (it does
+// on aarch64), so there, and in the scalar tails, the fused form is spelled
+// out with std::fma.
+#if HWY_TARGET == HWY_SCALAR || HWY_TARGET == HWY_EMU128
+template <class D, class V>
+HWY_INLINE V RopeMulAdd(D d, V mul, V x, V add, float sign = 1.0f) {
+  float m[4], v[4], a[4];
+  hn::StoreU(mul, d, m);
+  hn::StoreU(x, d, v);
+  hn::StoreU(add, d, a);
+  for (size_t j = 0; j < hn::Lanes(d); ++j) a[j] = std::fma(sign * m[j], v[j], a[j]);
+  return hn::LoadU(d, a);
+}
+template <class D, class V>
+HWY_INLINE V RopeNegMulAdd(D d, V mul, V x, V add) {
+  return RopeMulAdd(d, mul, x, add, -1.0f);
+}
+#else
+template <class D, class V>
+HWY_INLINE V RopeMulAdd(D /*d*/, V mul, V x, V add) {
+  return hn::MulAdd(mul, x, add);
+}
+template <class D, class V>
+HWY_INLINE V RopeNegMulAdd(D /*d*/, V mul, V x, V add) {
+  return hn::NegMulAdd(mul, x, add);
+}
+#endif
+
 // NeoX pairs [i, half) in whole vectors of `d`; returns the first pair left.
-// src and dst may be the same head: both halves are loaded before storing.
-template <class D>
+// Both halves are loaded before either result reaches the sink, so the sink
+// may store over src.
+template <class D, class Sink>
 HWY_INLINE size_t RopeNeoxSpan(D d, const float* HWY_RESTRICT cos_row,
                                const float* HWY_RESTRICT sin_row,
-                               const float* src, float* dst, size_t half,
-                               size_t i) {
+                               const float* src, size_t half, size_t i,
+                               Sink& sink) {
   const size_t N = hn::Lanes(d);
   for (; i + N <= half; i += N) {
     const auto c = hn::LoadU(d, cos_row + i);
     const auto s = hn::LoadU(d, sin_row + i);
     const auto x0 = hn::LoadU(d, src + i);
     const auto x1 = hn::LoadU(d, src + half + i);
-    hn::StoreU(hn::NegMulAdd(x1, s, hn::Mul(x0, c)), d, dst + i);
-    hn::StoreU(hn::MulAdd(x0, s, hn::Mul(x1, c)), d, dst + half + i);
+    const auto y0 = RopeNegMulAdd(d, x1, s, hn::Mul(x0, c));
+    const auto y1 = RopeMulAdd(d, x0, s, hn::Mul(x1, c));
+    sink.Vec(d, y0, i);
+    sink.Vec(d, y1, half + i);
   }
   return i;
 }
@@ -133,43 +190,46 @@ HWY_INLINE size_t RopeNeoxSpan(D d, const float* HWY_RESTRICT cos_row,
 #if HWY_TARGET != HWY_SCALAR
 // GPT-J lanes [i, rotary_dim) in whole vectors of `d` (an even lane count, so
 // a vector never splits a pair); returns the first lane left.
-template <class D>
+template <class D, class Sink>
 HWY_INLINE size_t RopeGptJSpan(D d, const float* HWY_RESTRICT cos_row,
                                const float* HWY_RESTRICT sin_row,
-                               const float* src, float* dst, size_t rotary_dim,
-                               size_t i) {
+                               const float* src, size_t rotary_dim, size_t i,
+                               Sink& sink) {
   const size_t N = hn::Lanes(d);
   for (; i + N <= rotary_dim; i += N) {
     const auto x = hn::LoadU(d, src + i);
     const auto swapped = hn::Reverse2(d, x);
-    const auto y = hn::MulAdd(swapped, hn::LoadU(d, sin_row + i),
+    const auto y = RopeMulAdd(d, swapped, hn::LoadU(d, sin_row + i),
                               hn::Mul(x, hn::LoadU(d, cos_row + i)));
-    hn::StoreU(y, d, dst + i);
+    sink.Vec(d, y, i);
   }
   return i;
 }
 #endif
 
-// Rotates the first rotary_dim values of one head.
-HWY_INLINE void RopeRotateHead(const float* HWY_RESTRICT cos_row,
-                               const float* HWY_RESTRICT sin_row,
-                               const float* src, float* dst, size_t rotary_dim,
-                               bool interleaved) {
+// Feeds the rotated first rotary_dim values of one head to `sink`.
+template <class Sink>
+HWY_INLINE void RopeVisitHead(const float* HWY_RESTRICT cos_row,
+                              const float* HWY_RESTRICT sin_row,
+                              const float* src, size_t rotary_dim,
+                              bool interleaved, Sink& sink) {
   const hn::ScalableTag<float> d;
   // Heads like 80 or 96 are not a multiple of wide vectors: 4-lane vectors
   // take most of the remainder before the scalar tail.
   const hn::CappedTag<float, 4> d4;
   if (!interleaved) {
     const size_t half = rotary_dim / 2;
-    size_t i = RopeNeoxSpan(d, cos_row, sin_row, src, dst, half, 0);
+    size_t i = RopeNeoxSpan(d, cos_row, sin_row, src, half, 0, sink);
     if (hn::Lanes(d) > 4) {
-      i = RopeNeoxSpan(d4, cos_row, sin_row, src, dst, half, i);
+      i = RopeNeoxSpan(d4, cos_row, sin_row, src, half, i, sink);
     }
     for (; i < half; ++i) {
       const float x0 = src[i];
       const float x1 = src[half + i];
-      dst[i] = x0 * cos_row[i] - x1 * sin_row[i];
-      dst[half + i] = x1 * cos_row[i] + x0 * sin_row[i];
+      const float y0 = std::fma(-x1, sin_row[i], x0 * cos_row[i]);
+      const float y1 = std::fma(x0, sin_row[i], x1 * cos_row[i]);
+      sink.One(y0, i);
+      sink.One(y1, half + i);
     }
     return;
   }
@@ -177,17 +237,62 @@ HWY_INLINE void RopeRotateHead(const float* HWY_RESTRICT cos_row,
 #if HWY_TARGET != HWY_SCALAR
   // One-lane vectors cannot swap the lanes of a pair: the scalar target runs
   // the plain loop below for GPT-J.
-  i = RopeGptJSpan(d, cos_row, sin_row, src, dst, rotary_dim, i);
+  i = RopeGptJSpan(d, cos_row, sin_row, src, rotary_dim, i, sink);
   if (hn::Lanes(d) > 4) {
-    i = RopeGptJSpan(d4, cos_row, sin_row, src, dst, rotary_dim, i);
+    i = RopeGptJSpan(d4, cos_row, sin_row, src, rotary_dim, i, sink);
   }
 #endif
   for (; i < rotary_dim; i += 2) {
     const float x0 = src[i];
     const float x1 = src[i + 1];
-    dst[i] = x0 * cos_row[i] + x1 * sin_row[i];
-    dst[i + 1] = x1 * cos_row[i + 1] + x0 * sin_row[i + 1];
+    const float y0 = std::fma(x1, sin_row[i], x0 * cos_row[i]);
+    const float y1 = std::fma(x0, sin_row[i + 1], x1 * cos_row[i + 1]);
+    sink.One(y0, i);
+    sink.One(y1, i + 1);
   }
+}
+
+// Stores rotated values to a head of f32.
+struct RopeStoreSink {
+  float* dst;
+
+  template <class D>
+  HWY_INLINE void Vec(D d, hn::Vec<D> v, size_t i) {
+    hn::StoreU(v, d, dst + i);
+  }
+  HWY_INLINE void One(float x, size_t i) { dst[i] = x; }
+};
+
+// Rotates the first rotary_dim values of one head.
+HWY_INLINE void RopeRotateHead(const float* HWY_RESTRICT cos_row,
+                               const float* HWY_RESTRICT sin_row,
+                               const float* src, float* dst, size_t rotary_dim,
+                               bool interleaved) {
+  RopeStoreSink sink{dst};
+  RopeVisitHead(cos_row, sin_row, src, rotary_dim, interleaved, sink);
+}
+
+// Rotates one head of K (src, head_dim floats) and encodes it as the cache
+// row `values` (+ `scale` for int8) in one pass: rotated values go from
+// registers to the encoder, never to memory as f32. Returns head_dim, or the
+// first index whose rotated value the format cannot hold (value in
+// *bad_value), as EncodeKvRow on the rotated head would.
+HWY_INLINE size_t RopeEncodeKvRow(const RopeKvRowCall& call,
+                                  const float* HWY_RESTRICT src, void* values,
+                                  float* scale, float* bad_value) {
+  const size_t rotary_dim = call.rotary_dim;
+  const size_t head_dim = call.head_dim;
+  auto visit = [&](auto& sink) {
+    RopeVisitHead(call.cos_row, call.sin_row, src, rotary_dim,
+                  call.interleaved, sink);
+    const hn::ScalableTag<float> d;
+    const size_t N = hn::Lanes(d);
+    size_t i = rotary_dim;
+    for (; i + N <= head_dim; i += N) sink.Vec(d, hn::LoadU(d, src + i), i);
+    for (; i < head_dim; ++i) sink.One(src[i], i);
+  };
+  return EncodeKvRowFrom(call.format, head_dim, visit, values, scale,
+                         bad_value);
 }
 
 HWY_INLINE void RopeRows(const RopeCall& call) {

@@ -554,25 +554,27 @@ inline Status ApplyRopeConsecutive(const RopeTable& table, float* x,
   return Status::Ok();
 }
 
-// Floats of one token's K that RopeAndWriteK keeps on the stack (16 KiB:
-// 32 kv heads x 128, or 16 x 256). Larger rows need caller scratch.
+// Former bound of the K row RopeAndWriteK staged on the stack; rows of any
+// size now go straight to the cache. Kept for source compatibility.
 constexpr size_t kRopeFusedStackFloats = 4096;
 
 // Rotates one token's K (cache->RowFloats() floats, [kv_head][head_dim]) at
 // `rope_position` and stores it with V (unrotated) at cache position `pos` of
-// `layer`, in the cache's format, as WriteKV does (same preconditions and
-// errors). `rope_position` is usually `pos`; they differ with position
-// offsets (e.g. a prompt cache reused at another offset). `k` is not
-// modified. `scratch` (RowFloats() floats) may be null when the row fits
-// kRopeFusedStackFloats.
+// `layer`, in the cache's format, as WriteKV does (same preconditions,
+// errors and written mark), bit for bit the bytes of ApplyRope then WriteKV.
+// `rope_position` is usually `pos`; they differ with position offsets (e.g.
+// a prompt cache reused at another offset). `k` is not modified. `scratch`
+// is unused (kept for source compatibility).
 //
-// The rotated row goes through a stack buffer and then WriteKV, which
-// converts it: PagedKvCache has no accessor for a writable slot, which a
-// single pass (rotate in registers, encode, store) would need.
+// One pass: each K head is rotated in registers and encoded straight into
+// its page row (PagedKvCache::WritablePosition); int8 rotates twice (amax,
+// then codes) rather than staging the row in memory. On error the position
+// is left unwritten for `layer`, as after a failed WriteKV.
 inline Status RopeAndWriteK(const RopeTable& table, PagedKvCache* cache,
                             KvSeqId seq, size_t layer, size_t pos,
                             int64_t rope_position, const float* k,
                             const float* v, float* scratch = nullptr) {
+  (void)scratch;
   if (table.empty()) {
     return MakeStatus(StatusCode::kInvalidArgument,
                       "RopeAndWriteK: the RopeTable is empty; build it with "
@@ -582,11 +584,12 @@ inline Status RopeAndWriteK(const RopeTable& table, PagedKvCache* cache,
     return MakeStatus(StatusCode::kInvalidArgument,
                       "RopeAndWriteK: cache is null");
   }
-  if (cache->config().head_dim != table.head_dim()) {
+  const KvCacheConfig& config = cache->config();
+  if (config.head_dim != table.head_dim()) {
     return MakeStatus(StatusCode::kInvalidArgument,
                       "RopeAndWriteK: the cache has head_dim = %zu but the "
                       "RopeTable was built for head_dim = %zu",
-                      cache->config().head_dim, table.head_dim());
+                      config.head_dim, table.head_dim());
   }
   if (k == nullptr || v == nullptr) {
     return MakeStatus(StatusCode::kInvalidArgument, "RopeAndWriteK: %s is null",
@@ -594,27 +597,51 @@ inline Status RopeAndWriteK(const RopeTable& table, PagedKvCache* cache,
   }
   QKERN_RETURN_IF_ERROR(detail::CheckRopePosition(
       "RopeAndWriteK", "rope_position", SIZE_MAX, rope_position));
-  const size_t row = cache->RowFloats();
-  float stack[kRopeFusedStackFloats];
-  if (scratch == nullptr) {
-    if (row > kRopeFusedStackFloats) {
-      return MakeStatus(StatusCode::kInvalidArgument,
-                        "RopeAndWriteK: a K row of %zu floats exceeds the %zu "
-                        "kept on the stack; pass scratch of %zu floats",
-                        row, kRopeFusedStackFloats, row);
-    }
-    scratch = stack;
+  const RopeCall call = table.MakeCall();
+  const size_t row_floats = RopeRowFloats(call.rotary_dim, call.interleaved);
+  // The cos/sin row (not K): from the table, or computed for positions past
+  // it exactly as RopeRows computes them.
+  float computed[2 * kMaxRopeHeadDim];
+  const float* cos_row;
+  if (static_cast<uint64_t>(rope_position) < call.table_positions) {
+    cos_row = call.table + static_cast<size_t>(rope_position) * 2 * row_floats;
+  } else {
+    ComputeRopeRow(call.inv_freq, call.rotary_dim / 2, call.attention_factor,
+                   call.interleaved, rope_position, computed,
+                   computed + row_floats);
+    cos_row = computed;
   }
-  RopeCall call = table.MakeCall();
-  call.src = k;
-  call.dst = scratch;
-  call.num_tokens = 1;
-  call.num_heads = cache->config().num_kv_heads;
-  call.src_stride = call.dst_stride = row;
-  call.positions = nullptr;
-  call.first_position = rope_position;
-  detail::DispatchRope(call);
-  return cache->WriteKV(seq, layer, pos, scratch, v);
+  RopeKvRowCall row_call;
+  row_call.cos_row = cos_row;
+  row_call.sin_row = cos_row + row_floats;
+  row_call.head_dim = config.head_dim;
+  row_call.rotary_dim = call.rotary_dim;
+  row_call.interleaved = call.interleaved;
+  row_call.format = config.format;
+  const size_t dim = config.head_dim;
+  KvPositionSlots rows;
+  QKERN_RETURN_IF_ERROR(cache->WritablePosition(seq, layer, pos, &rows));
+  for (size_t head = 0; head < config.num_kv_heads; ++head) {
+    KvRowSlot slot = rows.Row(head, KvPart::kK);
+    float bad = 0.0f;
+    size_t stored = detail::DispatchRopeEncodeKvRow(
+        row_call, k + head * dim, slot.values, slot.scale, &bad);
+    if (stored != dim) {
+      return detail::KvUnstorableValue("RopeAndWriteK", KvPart::kK,
+                                       head * dim + stored, bad, layer, pos,
+                                       config.format);
+    }
+    slot = rows.Row(head, KvPart::kV);
+    const float* v_head = v + head * dim;
+    stored = detail::DispatchEncodeKvRow(config.format, v_head, dim,
+                                         slot.values, slot.scale);
+    if (stored != dim) {
+      return detail::KvUnstorableValue("RopeAndWriteK", KvPart::kV,
+                                       head * dim + stored, v_head[stored],
+                                       layer, pos, config.format);
+    }
+  }
+  return cache->MarkKvWritten(seq, layer, pos);
 }
 
 }  // namespace qkern

@@ -20,6 +20,12 @@
 //    runs integer (or widened) dot products over the row and multiplies once.
 //  - The cost is 4 bytes per head_dim values: ~3% of int8 data for
 //    head_dim 128, ~6% for 64.
+// (DESIGN.md speaks of "per-block scales": the scales do live in the block,
+// next to the codes they scale, but there is one per row, for the reasons
+// above.)
+// Encoding: EncodeKvRow below is the specification and scalar reference;
+// the cache writes rows with the per-target encoders of kv_codec-inl.h,
+// which produce the same bytes and the same errors.
 // Error bound of a stored value (derived in tests/kv_cache_test.cc):
 // |x - value| <= scale * (1/2 + 2^-15), or <= amax for a row stored as zeros.
 #ifndef QKERN_KV_KV_FORMAT_H_

@@ -35,9 +35,18 @@
 // value and the limit; a failing call changes nothing, except that a failed
 // WriteKV leaves that (position, layer) unwritten.
 //
+// Writing in place: WritableKvRow gives the page bytes of one (position,
+// layer, kv head, K or V) row of a reserved, uncommitted position, validated
+// as WriteKV validates, so a producer (RopeAndWriteK in rope.h: rotate in
+// registers, encode, store) writes the cache format straight into the page;
+// WritablePosition gives all rows of a (position, layer) for one validation.
+// Once every row of that (position, layer) is stored, MarkKvWritten sets the
+// mark WriteKV sets; until then CommitTokens and ReadKV refuse the position.
+//
 // Threads: not thread-safe for calls that change sequences. Read-only calls,
 // and the attention kernel reading blocks, may run concurrently with each
-// other, and WriteKV calls for different sequences may run concurrently.
+// other, and WriteKV calls (or WritableKvRow / MarkKvWritten) for different
+// sequences may run concurrently.
 #ifndef QKERN_KV_PAGED_KV_CACHE_H_
 #define QKERN_KV_PAGED_KV_CACHE_H_
 
@@ -57,6 +66,62 @@
 namespace qkern {
 
 using KvSeqId = uint64_t;
+
+namespace detail {
+
+// EncodeKvRow (kv_format.h) on the best SIMD target; defined in
+// qkern/detail/dispatch_targets.h, which this header includes at its end
+// (the kernels there need PagedKvCache to be complete).
+inline size_t DispatchEncodeKvRow(KvFormat format, const float* src, size_t n,
+                                  void* values, float* scale);
+
+// The error of a K or V value that `format` cannot hold.
+inline Status KvUnstorableValue(const char* op, KvPart part, size_t index,
+                                float value, size_t layer, size_t pos,
+                                KvFormat format) {
+  return MakeStatus(StatusCode::kInvalidArgument,
+                    "%s: %s[%zu] = %g (layer %zu, position %zu) cannot be "
+                    "stored as %s: values must be finite%s",
+                    op, part == KvPart::kK ? "k" : "v", index,
+                    static_cast<double>(value), layer, pos,
+                    GetKvFormatInfo(format).name,
+                    format == KvFormat::kF16 ? " and within +-65504" : "");
+}
+
+}  // namespace detail
+
+// Where one stored row of the cache lives: RowBytes() bytes of values in the
+// cache format and, for int8, the row's f32 scale (4-byte aligned). Neither
+// is 64-byte aligned in general.
+struct KvRowSlot {
+  uint8_t* values = nullptr;
+  float* scale = nullptr;  // null for formats without row scales
+};
+
+// The rows of one (position, layer) of a sequence, all kv heads, K and V:
+// what PagedKvCache::WritablePosition validated once, so a writer that
+// fills every row of a token pays one validation, as WriteKV does.
+class KvPositionSlots {
+ public:
+  KvPositionSlots() = default;
+  // `kv_head` < num_kv_heads and `part` K or V (not checked here).
+  KvRowSlot Row(size_t kv_head, KvPart part) const {
+    KvRowSlot slot;
+    slot.values = block_ + layout_->RowOffset(layer_, kv_head, part, row_);
+    if (layout_->has_row_scales()) {
+      slot.scale = reinterpret_cast<float*>(
+          block_ + layout_->ScaleOffset(layer_, kv_head, part, row_));
+    }
+    return slot;
+  }
+
+ private:
+  friend class PagedKvCache;
+  uint8_t* block_ = nullptr;
+  const KvBlockLayout* layout_ = nullptr;
+  size_t layer_ = 0;
+  size_t row_ = 0;  // slot of the position inside its block
+};
 
 struct KvCacheConfig {
   size_t num_layers = 0;
@@ -248,20 +313,7 @@ class PagedKvCache {
   Status WriteKV(KvSeqId seq, size_t layer, size_t pos, const float* k,
                  const float* v) {
     Sequence* s = nullptr;
-    QKERN_RETURN_IF_ERROR(Find(seq, "WriteKV", &s));
-    QKERN_RETURN_IF_ERROR(CheckLayer(layer, "WriteKV"));
-    if (pos < s->length) {
-      return MakeStatus(StatusCode::kInvalidArgument,
-                        "WriteKV: position %zu of sequence %llu is already "
-                        "committed (length %zu); Truncate to rewrite it",
-                        pos, Id(seq), s->length);
-    }
-    if (pos >= s->reserved) {
-      return MakeStatus(StatusCode::kOutOfRange,
-                        "WriteKV: position %zu of sequence %llu is past its "
-                        "reserved length %zu; call ReserveTokens first",
-                        pos, Id(seq), s->reserved);
-    }
+    QKERN_RETURN_IF_ERROR(CheckWritable("WriteKV", seq, layer, pos, &s));
     if (k == nullptr || v == nullptr) {
       return MakeStatus(StatusCode::kInvalidArgument, "WriteKV: %s is null",
                         k == nullptr ? "k" : "v");
@@ -275,23 +327,63 @@ class PagedKvCache {
     for (size_t head = 0; head < config_.num_kv_heads; ++head) {
       for (KvPart part : {KvPart::kK, KvPart::kV}) {
         const float* src = (part == KvPart::kK ? k : v) + head * dim;
-        const size_t stored =
-            EncodeKvRow(config_.format, src, dim,
-                        block + layout_.RowOffset(layer, head, part, slot),
-                        ScalePointer(block, layer, head, part, slot));
+        const size_t stored = detail::DispatchEncodeKvRow(
+            config_.format, src, dim,
+            block + layout_.RowOffset(layer, head, part, slot),
+            ScalePointer(block, layer, head, part, slot));
         if (stored != dim) {
-          return MakeStatus(
-              StatusCode::kInvalidArgument,
-              "WriteKV: %s[%zu] = %g (layer %zu, position %zu) cannot be "
-              "stored as %s: values must be finite%s",
-              part == KvPart::kK ? "k" : "v", head * dim + stored,
-              static_cast<double>(src[stored]), layer, pos,
-              GetKvFormatInfo(config_.format).name,
-              config_.format == KvFormat::kF16 ? " and within +-65504" : "");
+          return detail::KvUnstorableValue("WriteKV", part, head * dim + stored,
+                                           src[stored], layer, pos,
+                                           config_.format);
         }
       }
     }
     word |= bit;
+    return Status::Ok();
+  }
+
+  // The page bytes of row (kv_head, part) of `pos` in `layer`, for a caller
+  // that encodes the row itself (see the file comment). `pos` must be
+  // reserved and not committed, as for WriteKV (same errors). Clears the
+  // written mark of (pos, layer): call MarkKvWritten after storing all
+  // 2 * num_kv_heads rows of it. The slot stays valid until the next call
+  // that changes the sequence. Allocates nothing.
+  Status WritableKvRow(KvSeqId seq, size_t layer, size_t pos, size_t kv_head,
+                       KvPart part, KvRowSlot* slot) {
+    if (kv_head >= config_.num_kv_heads) {
+      return MakeStatus(StatusCode::kOutOfRange,
+                        "WritableKvRow: kv head %zu is out of range "
+                        "(num_kv_heads %zu)",
+                        kv_head, config_.num_kv_heads);
+    }
+    if (part != KvPart::kK && part != KvPart::kV) {
+      return MakeStatus(StatusCode::kInvalidArgument,
+                        "WritableKvRow: part %u is neither K (0) nor V (1)",
+                        static_cast<unsigned>(part));
+    }
+    QKERN_RETURN_IF_ERROR(CheckOut(slot, "WritableKvRow"));
+    KvPositionSlots rows;
+    QKERN_RETURN_IF_ERROR(
+        WritablePositionFor("WritableKvRow", seq, layer, pos, &rows));
+    *slot = rows.Row(kv_head, part);
+    return Status::Ok();
+  }
+
+  // WritableKvRow for every row of (pos, layer) at once: one validation
+  // (same checks and errors) and one clearing of the written mark.
+  Status WritablePosition(KvSeqId seq, size_t layer, size_t pos,
+                          KvPositionSlots* rows) {
+    QKERN_RETURN_IF_ERROR(CheckOut(rows, "WritablePosition"));
+    return WritablePositionFor("WritablePosition", seq, layer, pos, rows);
+  }
+
+  // Marks (pos, layer) written, as a successful WriteKV does, after every
+  // row of it was stored through WritableKvRow. The cache cannot check the
+  // bytes: marking a row that was never stored exposes stale page contents.
+  Status MarkKvWritten(KvSeqId seq, size_t layer, size_t pos) {
+    Sequence* s = nullptr;
+    QKERN_RETURN_IF_ERROR(CheckWritable("MarkKvWritten", seq, layer, pos, &s));
+    WrittenWord(s, pos, layer) |= uint64_t{1} << (layer % 64);
     return Status::Ok();
   }
 
@@ -459,6 +551,40 @@ class PagedKvCache {
     return Status::Ok();
   }
 
+  Status WritablePositionFor(const char* op, KvSeqId seq, size_t layer,
+                             size_t pos, KvPositionSlots* rows) {
+    Sequence* s = nullptr;
+    QKERN_RETURN_IF_ERROR(CheckWritable(op, seq, layer, pos, &s));
+    WrittenWord(s, pos, layer) &= ~(uint64_t{1} << (layer % 64));
+    rows->block_ = pool_.Data(s->blocks[pos / config_.block_tokens]);
+    rows->layout_ = &layout_;
+    rows->layer_ = layer;
+    rows->row_ = pos % config_.block_tokens;
+    return Status::Ok();
+  }
+
+  // `pos` of `seq` is reserved and not committed, and `layer` exists.
+  Status CheckWritable(const char* op, KvSeqId seq, size_t layer, size_t pos,
+                       Sequence** out) {
+    Sequence* s = nullptr;
+    QKERN_RETURN_IF_ERROR(Find(seq, op, &s));
+    QKERN_RETURN_IF_ERROR(CheckLayer(layer, op));
+    if (pos < s->length) {
+      return MakeStatus(StatusCode::kInvalidArgument,
+                        "%s: position %zu of sequence %llu is already "
+                        "committed (length %zu); Truncate to rewrite it",
+                        op, pos, Id(seq), s->length);
+    }
+    if (pos >= s->reserved) {
+      return MakeStatus(StatusCode::kOutOfRange,
+                        "%s: position %zu of sequence %llu is past its "
+                        "reserved length %zu; call ReserveTokens first",
+                        op, pos, Id(seq), s->reserved);
+    }
+    *out = s;
+    return Status::Ok();
+  }
+
   Status CheckLayer(size_t layer, const char* op) const {
     if (layer >= config_.num_layers) {
       return MakeStatus(StatusCode::kOutOfRange,
@@ -544,5 +670,9 @@ class PagedKvCache {
 };
 
 }  // namespace qkern
+
+// Defines detail::DispatchEncodeKvRow (declared above). Included last: the
+// per-target kernels it brings in use the complete PagedKvCache.
+#include "qkern/dispatch.h"
 
 #endif  // QKERN_KV_PAGED_KV_CACHE_H_
