@@ -3,11 +3,12 @@
 // (tools/gen_model_fixtures.py; its header documents the format):
 //
 // - tokens: our tokenizer gives llama.cpp's ids for every prompt;
-// - next-token distribution after each prompt vs a float32 reference of the
-//   dequantized weights (transformers): KL(ref || qkern), estimated from the
-//   stored top-1024 log-probs (the estimator in the file's header); its
-//   median over the prompts must not exceed llama.cpp's by more than 25%
-//   (why medians: see kDecisiveMargin below);
+// - next-token distribution vs a float32 reference of the dequantized
+//   weights (transformers): KL(ref || qkern) estimated from the stored
+//   reference log-probs (the estimator in the file's header), after each
+//   prompt (top-1024) and, averaged, at every teacher-forced position of
+//   every prompt (top-16): that mean must not exceed llama.cpp's by more
+//   than 10% (why means over many positions: see kDecisiveMargin below);
 // - top-1 equals llama.cpp's wherever llama.cpp's margin is decisive;
 // - greedy: our greedy tokens equal llama.cpp's up to the first step where
 //   llama.cpp's top-1 / top-2 margin is not decisive;
@@ -43,7 +44,16 @@ namespace {
     ASSERT_TRUE(status_.ok()) << status_.message(); \
   } while (0)
 
+// One teacher-forced position: the reference's top ids at that position.
+struct PositionRecord {
+  double residual = 0;      // reference mass outside `ids`
+  double est_llamacpp = 0;  // the coarse-grained KL for llama.cpp
+  std::vector<int32_t> ids;
+  std::vector<double> ref_logprob;
+};
+
 struct OraclePrompt {
+  std::vector<PositionRecord> positions;
   std::string name;
   std::string text;
   std::vector<int32_t> tokens;
@@ -119,10 +129,25 @@ std::vector<OraclePrompt> ReadOracle() {
   std::vector<OraclePrompt> prompts;
   std::string line;
   OraclePrompt* p = nullptr;
-  size_t topk_left = 0;
+  size_t topk_left = 0, positions_left = 0;
   while (std::getline(in, line)) {
     if (line.empty() || line[0] == '#') continue;
     std::istringstream ss(line);
+    if (positions_left > 0) {
+      PositionRecord r;
+      size_t t;
+      ss >> t >> r.residual >> r.est_llamacpp;
+      std::string item;
+      while (ss >> item) {
+        const size_t colon = item.find(':');
+        r.ids.push_back(atoi(item.substr(0, colon).c_str()));
+        r.ref_logprob.push_back(atof(item.substr(colon + 1).c_str()));
+      }
+      EXPECT_EQ(t, p->positions.size());
+      p->positions.push_back(std::move(r));
+      --positions_left;
+      continue;
+    }
     if (topk_left > 0) {
       int32_t id;
       double ref, lc;
@@ -170,6 +195,8 @@ std::vector<OraclePrompt> ReadOracle() {
       }
     } else if (key == "topk") {
       ss >> topk_left;
+    } else if (key == "positions") {
+      ss >> positions_left;
     }
   }
   return prompts;
@@ -186,29 +213,30 @@ std::vector<double> LogSoftmax(const std::vector<float>& logits) {
   return out;
 }
 
-// The header's estimator of KL(ref || Q) from the stored top-k.
-double EstimateKl(const OraclePrompt& p, const std::vector<float>& logits) {
-  const std::vector<double> q = LogSoftmax(logits);
+// The header's estimator of KL(ref || Q) from the reference's top ids: the
+// KL between the two distributions coarse-grained to those ids + the rest.
+double EstimateKl(const std::vector<int32_t>& ids,
+                  const std::vector<double>& ref_logprob, double residual,
+                  const float* logits, size_t vocab) {
+  const std::vector<double> q = LogSoftmax(std::vector<float>(logits, logits + vocab));
   std::vector<char> in_top(q.size(), 0);
   double est = 0;
-  for (size_t i = 0; i < p.top_ids.size(); ++i) {
-    const double lp = p.top_ref_logprob[i];
-    est += exp(lp) * (lp - q[p.top_ids[i]]);
-    in_top[p.top_ids[i]] = 1;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const double lp = ref_logprob[i];
+    est += exp(lp) * (lp - q[ids[i]]);
+    in_top[ids[i]] = 1;
   }
   double r_q = 0;
   for (size_t j = 0; j < q.size(); ++j) {
     if (!in_top[j]) r_q += exp(q[j]);
   }
-  if (p.ref_residual > 0 && r_q > 0) est += p.ref_residual * log(p.ref_residual / r_q);
+  if (residual > 0 && r_q > 0) est += residual * log(residual / r_q);
   return est;
 }
 
-double Kl(const std::vector<float>& p_logits, const std::vector<float>& q_logits) {
-  const std::vector<double> p = LogSoftmax(p_logits), q = LogSoftmax(q_logits);
-  double kl = 0;
-  for (size_t i = 0; i < p.size(); ++i) kl += exp(p[i]) * (p[i] - q[i]);
-  return kl;
+double EstimateKl(const OraclePrompt& p, const std::vector<float>& logits) {
+  return EstimateKl(p.top_ids, p.top_ref_logprob, p.ref_residual,
+                    logits.data(), logits.size());
 }
 
 class ModelTest : public ::testing::Test {
@@ -307,11 +335,57 @@ TEST_F(ModelTest, NextTokenDistributionAgainstFloatAndLlamaCpp) {
     theirs.push_back(p.kl_est_llamacpp);
   }
   // Each prompt is one draw of that noise, and the draws are heavy-tailed
-  // (a few codes flipping in an early layer can cost 10x): compare medians
-  // over the prompts, with 25% for the draw-to-draw spread.
-  printf("median KL(float||qkern) %.5f, median KL(float||llama.cpp) %.5f\n",
+  // (a few codes flipping in an early layer can cost 10x): five of them
+  // cannot rank two implementations. EveryPositionAgainstFloatAndLlamaCpp
+  // does, over ~420 draws.
+  printf("median KL(float||qkern) %.5f, median KL(float||llama.cpp) %.5f "
+         "(information only)\n",
          Median(ours), Median(theirs));
-  EXPECT_LE(Median(ours), 1.25 * Median(theirs) + 1e-4);
+}
+
+// Mean over every teacher-forced position of every prompt of the coarse
+// KL(float || qkern) (top-16 ids + the rest), with `kv` storage; the same
+// mean for llama.cpp in *llamacpp.
+double MeanPositionKl(const Model& model, const std::vector<OraclePrompt>& prompts,
+                      KvFormat kv, double* llamacpp, size_t* count) {
+  double ours = 0, theirs = 0;
+  size_t n = 0;
+  for (const OraclePrompt& p : prompts) {
+    EXPECT_EQ(p.positions.size(), p.tokens.size()) << p.name;
+    DecoderOptions options;
+    options.kv_format = kv;
+    options.context_length = p.tokens.size() + 1;
+    Decoder decoder;
+    EXPECT_TRUE(Decoder::Create(model, options, &decoder).ok());
+    EXPECT_TRUE(decoder.AddSequence(0).ok());
+    const size_t V = decoder.vocab_size();
+    std::vector<float> logits(p.tokens.size() * V);
+    const Status s = decoder.Eval(0, p.tokens.data(), p.tokens.size(),
+                                  logits.data(), /*all_logits=*/true);
+    EXPECT_TRUE(s.ok()) << s.message();
+    for (size_t t = 0; t < p.positions.size() && t < p.tokens.size(); ++t) {
+      const PositionRecord& r = p.positions[t];
+      ours += EstimateKl(r.ids, r.ref_logprob, r.residual, &logits[t * V], V);
+      theirs += r.est_llamacpp;
+      ++n;
+    }
+  }
+  *llamacpp = theirs / n;
+  *count = n;
+  return ours / n;
+}
+
+// The same comparison at every teacher-forced position of every prompt
+// (~420 positions): far more draws of the noise, so the means settle (the
+// run-to-run spread of the mean between builds that round differently was
+// a few percent). Ours must not be worse than llama.cpp's by more than 10%.
+TEST_F(ModelTest, EveryPositionAgainstFloatAndLlamaCpp) {
+  double theirs = 0;
+  size_t n = 0;
+  const double ours = MeanPositionKl(*model_, *prompts_, KvFormat::kF16, &theirs, &n);
+  printf("%zu positions: mean coarse KL(float||qkern) %.5f, "
+         "KL(float||llama.cpp) %.5f\n", n, ours, theirs);
+  EXPECT_LE(ours, 1.10 * theirs);
 }
 
 TEST_F(ModelTest, GreedyContinuationEqualsLlamaCpp) {
@@ -343,28 +417,25 @@ TEST_F(ModelTest, GreedyContinuationEqualsLlamaCpp) {
 }
 
 // The KV format's cost, measured the only way that is not drowned by the
-// activation-quantization noise above: each format's KL to the float
-// reference, median over the prompts. int8 KV rounds each value by at most
-// 1/254 of its row's max, about what one more activation quantization does,
-// so its median may at most double f32's (+ 1e-3 for the spread).
+// activation-quantization noise: each format's mean coarse KL to the float
+// reference over every position. int8 KV rounds each value by at most 1/254
+// of its row's max, about what one more activation quantization does, so it
+// may add at most half again f32's figure; f16 (relative 2^-11) far less.
 TEST_F(ModelTest, KvFormatsCostLittle) {
   if (test::UnderEmulation()) {
-    GTEST_SKIP() << "15 forward passes: measured natively (each KV format's "
+    GTEST_SKIP() << "3 x all positions: measured natively (each KV format's "
                     "kernels run on every profile in attention_test)";
   }
-  std::vector<double> kl[3];
-  const KvFormat formats[3] = {KvFormat::kF32, KvFormat::kF16, KvFormat::kInt8};
-  for (const OraclePrompt& p : *prompts_) {
-    for (int f = 0; f < 3; ++f) {
-      kl[f].push_back(EstimateKl(p, LastLogits(formats[f], p.tokens)));
-    }
-    printf("%-13s KL(float||qkern) with f32 / f16 / int8 KV: %.5f %.5f %.5f\n",
-           p.name.c_str(), kl[0].back(), kl[1].back(), kl[2].back());
-  }
-  printf("medians: f32 %.5f  f16 %.5f  int8 %.5f\n", Median(kl[0]),
-         Median(kl[1]), Median(kl[2]));
-  EXPECT_LE(Median(kl[1]), 2.0 * Median(kl[0]) + 1e-3);
-  EXPECT_LE(Median(kl[2]), 2.0 * Median(kl[0]) + 1e-3);
+  double lc = 0;
+  size_t n = 0;
+  const double f32 = MeanPositionKl(*model_, *prompts_, KvFormat::kF32, &lc, &n);
+  const double f16 = MeanPositionKl(*model_, *prompts_, KvFormat::kF16, &lc, &n);
+  const double int8 = MeanPositionKl(*model_, *prompts_, KvFormat::kInt8, &lc, &n);
+  printf("mean coarse KL(float||qkern) over %zu positions with f32 / f16 / "
+         "int8 KV: %.5f %.5f %.5f (llama.cpp, f16 KV: %.5f)\n",
+         n, f32, f16, int8, lc);
+  EXPECT_LE(f16, 1.10 * f32);
+  EXPECT_LE(int8, 1.50 * f32);
 }
 
 }  // namespace

@@ -45,6 +45,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPK = 1024
+TOPK_POS = 16  # per-position records keep the reference's top 16
 N_GREEDY = 32
 N_CTX = 1024
 
@@ -86,7 +87,7 @@ FORMAT = """\
 # lines starting with '#' are comments. After the header lines, one
 # block per prompt:
 #
-#   qkern-smollm2-oracle 1
+#   qkern-smollm2-oracle 2
 #   model <file name> <file size in bytes>
 #   reference <transformers|numpy> <versions...>     (informational)
 #   llamacpp <llama-cpp-python version> n_threads <t> n_batch <b>
@@ -114,6 +115,16 @@ FORMAT = """\
 #                                         top-1 minus top-2 logit at that
 #                                         step: where it is small, a correct
 #                                         implementation may pick the other
+#     positions <n> <k>                   then n lines, one per prompt
+#                                         position t (its next-token
+#                                         distribution, teacher forced):
+#       <t> <r_t> <est_t> <id>:<ref_logprob> ... (k pairs)
+#                                         the reference's top k, its residual
+#                                         mass r_t, and the estimator below
+#                                         (with these k ids) for llama.cpp:
+#                                         KL between the two distributions
+#                                         coarse-grained to k + 1 outcomes
+#                                         (the k ids, and all the rest)
 #     topk <k>
 #     k lines: <id> <ref_logprob> <llamacpp_logprob>
 #                                         sorted by ref_logprob descending;
@@ -160,7 +171,7 @@ def llamacpp_run(model_path, prompts, n_threads):
     import llama_cpp
     llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=N_CTX,
                           n_batch=512, n_threads=n_threads, seed=0,
-                          logits_all=False, verbose=False)
+                          logits_all=True, verbose=False)
     add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token")
     assert add_bos == "false", f"add_bos_token = {add_bos!r}"
     eog = {i for i in range(llm.n_vocab())
@@ -168,8 +179,6 @@ def llamacpp_run(model_path, prompts, n_threads):
     n_vocab = llm.n_vocab()
 
     def last_logits():
-        # With logits_all=False llama-cpp-python (0.3.x) no longer copies
-        # logits into llm.scores; llama.cpp keeps the last token's row.
         ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float32)
 
@@ -184,6 +193,9 @@ def llamacpp_run(model_path, prompts, n_threads):
         llm.reset()
         llm.eval(toks)
         logits = last_logits()
+        # Every position's row (logits_all), for the per-position records.
+        all_logits = np.array(llm.scores[:len(toks)], dtype=np.float32)
+        assert np.array_equal(all_logits[-1], logits)
         greedy = []
         cur = logits
         for _ in range(N_GREEDY):
@@ -196,7 +208,8 @@ def llamacpp_run(model_path, prompts, n_threads):
             cur = last_logits()
         log(f"llama.cpp {name}: {len(toks)} tokens, greedy "
             f"{llm.detokenize([t for t, _ in greedy]).decode(errors='replace')!r}")
-        out.append(dict(tokens=toks, logits=logits, greedy=greedy))
+        out.append(dict(tokens=toks, logits=logits, greedy=greedy,
+                        all_logits=all_logits))
     info = (f"{llama_cpp.__version__} n_threads {n_threads} n_batch 512")
     return out, sorted(eog), info
 
@@ -220,7 +233,7 @@ def transformers_logits(model_path, token_lists):
     with torch.no_grad():
         for toks in token_lists:
             ids = torch.tensor([toks], dtype=torch.long)
-            out.append(model(ids).logits[0, -1].double().numpy())
+            out.append(model(ids).logits[0].double().numpy())
     info = f"transformers {transformers.__version__} torch {torch.__version__} float32"
     return out, info, emb.detach().double().numpy()
 
@@ -280,8 +293,8 @@ class NumpyLlama:
             gate = h @ w[p + "ffn_gate.weight"].T
             up = h @ w[p + "ffn_up.weight"].T
             x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "ffn_down.weight"].T
-        x = self.rms(x[-1], w["output_norm.weight"])
-        return x @ w["token_embd.weight"].T
+        x = self.rms(x, w["output_norm.weight"])
+        return x @ w["token_embd.weight"].T  # [T, vocab]
 
 
 # ------------------------------------------------------------------- output
@@ -328,7 +341,7 @@ def main():
         ref_logits, ref_info, emb = transformers_logits(model, token_lists)
         assert np.array_equal(emb, npl.w["token_embd.weight"]), \
             "transformers' embedding differs from gguf's dequantized Q8_0"
-        cross = [kl(log_softmax(r), log_softmax(n))
+        cross = [kl(log_softmax(r[-1]), log_softmax(n[-1]))
                  for r, n in zip(ref_logits, np_logits)]
     else:
         ref_logits, ref_info, cross = np_logits, np_info, None
@@ -339,16 +352,18 @@ def main():
              "# ref = float reference: dequantized GGUF weights in float",
              "# arithmetic; llamacpp = llama.cpp through llama-cpp-python.",
              "#", *FORMAT.rstrip("\n").split("\n"),
-             "qkern-smollm2-oracle 1",
+             "qkern-smollm2-oracle 2",
              f"model {model.name} {model.stat().st_size}",
              f"reference {a.reference} {ref_info}",
              f"llamacpp {lc_info}",
-             f"vocab {len(ref_logits[0])}",
+             f"vocab {ref_logits[0].shape[-1]}",
              f"eog {len(eog)} " + " ".join(map(str, eog)),
              f"topk {TOPK}",
              f"prompts {len(PROMPTS)}"]
     summary = []
-    for (name, text), r, ref in zip(PROMPTS, lc, ref_logits):
+    pos_kl = []
+    for (name, text), r, ref_all in zip(PROMPTS, lc, ref_logits):
+        ref = ref_all[-1]
         lp = log_softmax(ref)
         lq = log_softmax(r["logits"])
         ids = np.argsort(-lp, kind="stable")[:TOPK]
@@ -367,8 +382,21 @@ def main():
                   f"kl_ref_llamacpp {kl_full:.6e}",
                   f"kl_est_ref_llamacpp {est:.6e} {bound:.6e}",
                   f"greedy {len(r['greedy'])} " +
-                  " ".join(f"{t}:{m:.4f}" for t, m in r["greedy"]),
-                  f"topk {TOPK}"]
+                  " ".join(f"{t}:{m:.4f}" for t, m in r["greedy"])]
+        # Every position: the reference's top TOPK_POS, coarse-grained.
+        lines.append(f"positions {len(r['tokens'])} {TOPK_POS}")
+        for t in range(len(r["tokens"])):
+            lpt = log_softmax(ref_all[t])
+            lqt = log_softmax(r["all_logits"][t])
+            ids_t = np.argsort(-lpt, kind="stable")[:TOPK_POS]
+            est_t, _ = kl_estimate(lpt, lqt, ids_t)
+            tail_t = np.ones(len(lpt), bool)
+            tail_t[ids_t] = False
+            r_t = float(np.exp(lpt[tail_t]).sum())
+            lines.append(f"{t} {r_t:.6e} {est_t:.6e} " +
+                         " ".join(f"{i}:{lpt[i]:.6f}" for i in ids_t))
+            pos_kl.append(est_t)
+        lines.append(f"topk {TOPK}")
         lines += [f"{i} {lp[i]:.6f} {lq[i]:.6f}" for i in ids]
         lines.append("end")
         summary.append((name, len(r["tokens"]), ra, la, kl_full, est, bound,
@@ -383,6 +411,8 @@ def main():
     for i, (name, n, ra, la, k, est, b, rp, pr, pl) in enumerate(summary):
         print(f"{name:13s} {n:4d} {ra:9d} {la:9d} {str(ra == la):>5s} "
               f"{k:13.3e} {est:10.3e} {b:9.2e} {rp:9.2e} {pr:11.4f}")
+    print(f"per-position coarse KL(ref || llama.cpp), mean over "
+          f"{len(pos_kl)} positions: {np.mean(pos_kl):.4e}")
     if cross is not None:
         print("KL(transformers f32 || numpy f64) per prompt: " +
               " ".join(f"{c:.2e}" for c in cross))
