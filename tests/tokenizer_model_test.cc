@@ -36,8 +36,6 @@ namespace {
     ASSERT_TRUE(status_.ok()) << status_.message(); \
   } while (0)
 
-bool UnderEmulation() { return getenv("QKERN_UNDER_EMULATION") != nullptr; }
-
 std::vector<std::string> SplitTabs(const std::string& line) {
   std::vector<std::string> fields;
   std::stringstream in(line);

@@ -17,10 +17,6 @@
 #include <utility>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include "qkern/base/aligned_buffer.h"
 #include "qkern/base/status.h"
 
@@ -64,13 +60,13 @@ class BlockPool {
                         static_cast<unsigned>(kMaxBlocks));
     }
     BlockPool pool;
-    // blocks * block_bytes <= budget_bytes, so this cannot overflow.
+    // blocks * block_bytes <= budget_bytes, so this cannot overflow. (Large
+    // pools get huge pages: AlignedBuffer.)
     if (!pool.storage_.Allocate(blocks * block_bytes)) {
       return MakeStatus(StatusCode::kResourceExhausted,
                         "BlockPool: cannot allocate %zu blocks of %zu bytes",
                         blocks, block_bytes);
     }
-    AdviseHugePages(pool.storage_.data(), blocks * block_bytes);
     pool.block_bytes_ = block_bytes;
     pool.num_blocks_ = static_cast<uint32_t>(blocks);
     pool.refcounts_.assign(blocks, 0);
@@ -153,27 +149,6 @@ class BlockPool {
   }
 
  private:
-  // Attention reads one (layer, kv head) slice of every block of a sequence:
-  // a few KiB per block, blocks scattered over the pool, so with 4 KiB pages
-  // nearly every slice costs a TLB miss that no prefetch hides. Asking for
-  // transparent huge pages (where the kernel offers them only on request)
-  // keeps the whole pool in a few hundred TLB entries. Advice only: nothing
-  // changes where it is refused. Done before the pages are first touched.
-  static void AdviseHugePages(uint8_t* data, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-    const uintptr_t begin = reinterpret_cast<uintptr_t>(data);
-    const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
-    const uintptr_t last = (begin + bytes) & ~(kHuge - 1);
-    if (last > first) {
-      (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-    }
-#else
-    (void)data;
-    (void)bytes;
-#endif
-  }
-
   AlignedBuffer storage_;
   size_t block_bytes_ = 0;
   uint32_t num_blocks_ = 0;
