@@ -53,11 +53,6 @@ namespace {
 
 using test::ExpectError;
 
-#define QKERN_ASSERT_OK(expr)                       \
-  do {                                              \
-    const ::qkern::Status status_ = (expr);         \
-    ASSERT_TRUE(status_.ok()) << status_.message(); \
-  } while (0)
 
 std::string TinyModelPath(const char* name = "tiny_llama.gguf") {
   return std::string(QKERN_TEST_DATA_DIR) + "/" + name;

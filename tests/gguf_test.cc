@@ -32,6 +32,7 @@
 #include "qkern/quant/block_formats.h"
 #include "qkern/quant/kquants_ref.h"
 #include "qkern/quant/quantize_ref.h"
+#include "status_matchers.h"
 
 #ifndef QKERN_TEST_DATA_DIR
 #error "QKERN_TEST_DATA_DIR must name the tests/data directory"
@@ -40,16 +41,6 @@
 namespace qkern {
 namespace {
 
-#define QKERN_EXPECT_OK(expr)                       \
-  do {                                              \
-    const ::qkern::Status status_ = (expr);         \
-    EXPECT_TRUE(status_.ok()) << status_.message(); \
-  } while (0)
-#define QKERN_ASSERT_OK(expr)                       \
-  do {                                              \
-    const ::qkern::Status status_ = (expr);         \
-    ASSERT_TRUE(status_.ok()) << status_.message(); \
-  } while (0)
 
 std::string DataPath(const char* name) {
   return std::string(QKERN_TEST_DATA_DIR) + "/" + name;

@@ -26,6 +26,7 @@
 #include "gtest/gtest.h"
 #include "qkern/model/decoder.h"
 #include "qkern/model/tokenizer.h"
+#include "status_matchers.h"
 #include "test_util.h"
 
 #ifndef QKERN_TEST_DATA_DIR
@@ -38,11 +39,6 @@
 namespace qkern {
 namespace {
 
-#define QKERN_ASSERT_OK(expr)                       \
-  do {                                              \
-    const ::qkern::Status status_ = (expr);         \
-    ASSERT_TRUE(status_.ok()) << status_.message(); \
-  } while (0)
 
 // One teacher-forced position: the reference's top ids at that position.
 struct PositionRecord {

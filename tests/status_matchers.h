@@ -9,6 +9,18 @@
 
 #include "qkern/base/status.h"
 
+// Assert / expect that a qkern call succeeded, printing its message if not.
+#define QKERN_ASSERT_OK(expr)                       \
+  do {                                              \
+    const ::qkern::Status status_ = (expr);         \
+    ASSERT_TRUE(status_.ok()) << status_.message(); \
+  } while (0)
+#define QKERN_EXPECT_OK(expr)                       \
+  do {                                              \
+    const ::qkern::Status status_ = (expr);         \
+    EXPECT_TRUE(status_.ok()) << status_.message(); \
+  } while (0)
+
 namespace qkern {
 namespace test {
 

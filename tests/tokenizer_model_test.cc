@@ -18,6 +18,8 @@
 #include "gtest/gtest.h"
 #include "qkern/model/gguf_reader.h"
 #include "qkern/model/tokenizer.h"
+#include "status_matchers.h"
+#include "tokenizer_fixtures.h"
 
 #ifndef QKERN_TEST_DATA_DIR
 #error "QKERN_TEST_DATA_DIR must name the tests/data directory"
@@ -30,37 +32,10 @@
 namespace qkern {
 namespace {
 
-#define QKERN_ASSERT_OK(expr)                       \
-  do {                                              \
-    const ::qkern::Status status_ = (expr);         \
-    ASSERT_TRUE(status_.ok()) << status_.message(); \
-  } while (0)
 
-std::vector<std::string> SplitTabs(const std::string& line) {
-  std::vector<std::string> fields;
-  std::stringstream in(line);
-  std::string field;
-  while (std::getline(in, field, '\t')) fields.push_back(field);
-  return fields;
-}
-
-std::string FromHex(const std::string& hex) {
-  std::string out;
-  if (hex == "-") return out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  }
-  return out;
-}
-
-std::vector<int32_t> ParseInts(const std::string& text) {
-  std::vector<int32_t> out;
-  if (text == "-") return out;
-  std::stringstream in(text);
-  long long v;
-  while (in >> v) out.push_back(static_cast<int32_t>(v));
-  return out;
-}
+using test::FromHex;
+using test::ParseInts;
+using test::SplitTabs;
 
 std::string Join(const std::vector<int32_t>& ids) {
   std::string out;
