@@ -1,10 +1,12 @@
 // Readers for the tokenizer fixtures (tests/data/tokenizer_*.tsv, written by
 // tools/gen_tokenizer_fixtures.py): tab-separated fields, text as hex UTF-8,
-// ids as space-separated integers, "-" for empty.
+// ids as space-separated integers, "-" for empty; and printers for failure
+// messages.
 #ifndef QKERN_TESTS_TOKENIZER_FIXTURES_H_
 #define QKERN_TESTS_TOKENIZER_FIXTURES_H_
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include <sstream>
 #include <string>
@@ -36,6 +38,28 @@ inline std::vector<int32_t> ParseInts(const std::string& text) {
   std::stringstream in(text);
   long long v;
   while (in >> v) out.push_back(static_cast<int32_t>(v));
+  return out;
+}
+
+// Ids as "1 2 3", for messages.
+inline std::string Join(const std::vector<int32_t>& ids) {
+  std::string out;
+  for (int32_t id : ids) out += (out.empty() ? "" : " ") + std::to_string(id);
+  return out;
+}
+
+// Text with bytes outside printable ASCII as \xNN, for messages.
+inline std::string Escaped(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7F) {
+      out += static_cast<char>(c);
+    } else {
+      char esc[8];
+      snprintf(esc, sizeof(esc), "\\x%02x", c);
+      out += esc;
+    }
+  }
   return out;
 }
 

@@ -28,34 +28,14 @@
 #error "QKERN_TEST_MODEL must name the SmolLM2 GGUF"
 #endif
 
-
 namespace qkern {
 namespace {
 
-
+using test::Escaped;
 using test::FromHex;
+using test::Join;
 using test::ParseInts;
 using test::SplitTabs;
-
-std::string Join(const std::vector<int32_t>& ids) {
-  std::string out;
-  for (int32_t id : ids) out += (out.empty() ? "" : " ") + std::to_string(id);
-  return out;
-}
-
-std::string Escaped(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (c >= 0x20 && c < 0x7F) {
-      out += static_cast<char>(c);
-    } else {
-      char esc[8];
-      snprintf(esc, sizeof(esc), "\\x%02x", c);
-      out += esc;
-    }
-  }
-  return out;
-}
 
 struct Fixture {
   bool parse_special;
@@ -77,7 +57,6 @@ std::vector<Fixture> ReadFixtures() {
   }
   return out;
 }
-
 
 class SmolLmTokenizerTest : public ::testing::Test {
  protected:

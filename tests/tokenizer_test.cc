@@ -39,34 +39,15 @@ namespace {
 
 using test::ExpectError;
 
-
 std::string DataPath(const char* name) {
   return std::string(QKERN_TEST_DATA_DIR) + "/" + name;
 }
 
+using test::Escaped;
 using test::FromHex;
+using test::Join;
 using test::ParseInts;
 using test::SplitTabs;
-
-std::string Escaped(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (c >= 0x20 && c < 0x7F) {
-      out += static_cast<char>(c);
-    } else {
-      char esc[8];
-      snprintf(esc, sizeof(esc), "\\x%02x", c);
-      out += esc;
-    }
-  }
-  return out;
-}
-
-std::string Join(const std::vector<int32_t>& ids) {
-  std::string out;
-  for (int32_t id : ids) out += (out.empty() ? "" : " ") + std::to_string(id);
-  return out;
-}
 
 // --- A minimal GGUF writer for metadata-only files --------------------------
 

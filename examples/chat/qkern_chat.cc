@@ -218,7 +218,6 @@ class Chat {
 
     qkern::TokenStreamDecoder stream(&tokenizer_);
     size_t generated = 0;
-    bool ended = false;
     std::string piece;
     Clock::time_point t_first = t_prefill;
     const char* stop_reason = "length";
@@ -232,7 +231,6 @@ class Chat {
       QKERN_RETURN_IF_ERROR(sampler_->Sample(logits_.data(), &token));
       if (generated == 0) t_first = Clock::now();
       if (tokenizer_.IsEndOfGeneration(token)) {
-        ended = true;
         stop_reason = "end of turn";
         break;
       }
@@ -260,7 +258,6 @@ class Chat {
     // next turn's text starts with it (RenderNextTurn).
     end_of_turn_in_cache_ = false;
     messages_.push_back({"assistant", *reply});
-    (void)ended;
 
     const auto t_end = Clock::now();
     const double prefill_s = Seconds(t0, t_prefill);

@@ -165,8 +165,6 @@ inline Status ToNativeMatrix(const GgufTensorInfo& t, NativeMatrix* out,
   }
   out->converted = true;
   uint8_t* dst = out->owned.data();
-  const size_t rows_per_task = 64;
-  const size_t tasks = (rows + rows_per_task - 1) / rows_per_task;
   if (t.type == GgmlType::kQ4_K) {
     if (cols % kSuperBlock != 0) {
       return MakeStatus(StatusCode::kDataLoss,
@@ -183,6 +181,8 @@ inline Status ToNativeMatrix(const GgufTensorInfo& t, NativeMatrix* out,
       }
     });
   } else {
+    const size_t rows_per_task = 64;
+    const size_t tasks = (rows + rows_per_task - 1) / rows_per_task;
     ParallelFor(runner, tasks, [&](size_t task, size_t) {
       std::vector<float> row(cols);
       const size_t end =
