@@ -194,7 +194,11 @@ void RunDecode(benchmark::State& state, const ModelShape& m, KvFormat format,
   // fastest call (still cold: every call reads another layer or copy) is
   // the like-for-like figure, the mean shows what the neighbours left.
   state.counters["roof_best"] = layer_bytes / fastest / 1e9 / bandwidth;
-  state.SetLabel(ActiveTargetName());
+  // Says which int8 path ran: integer dot products (q and the weights
+  // rounded to 15 bits) or f32 arithmetic on the widened codes.
+  const bool int_dots =
+      format == KvFormat::kInt8 && AttentionInt8IntegerDots(m.head_dim);
+  state.SetLabel(ActiveTargetName() + (int_dots ? " int-dots" : ""));
 }
 
 void RunPrefill(benchmark::State& state, const ModelShape& m, KvFormat format,

@@ -179,20 +179,22 @@ double ReadBandwidthGBs(size_t threads) {
   });
 }
 
+double MeasureInt8DotPeakGops(size_t threads) {
+  const size_t iters = size_t{1} << 22;
+  double best = 0.0;
+  for (int pass = 0; pass < 3; ++pass) {
+    std::atomic<uint64_t> ops{0};
+    const double seconds = TimeOnThreads(threads, [&](size_t) {
+      ops += HWY_DYNAMIC_DISPATCH(DotPeakOps)(iters);
+    });
+    best = std::max(best, ops.load() / seconds / 1e9);
+  }
+  return best;
+}
+
 double Int8DotPeakGops(size_t threads) {
   static std::map<size_t, double> cache;
-  return Cached(cache, threads, [&] {
-    const size_t iters = size_t{1} << 22;
-    double best = 0.0;
-    for (int pass = 0; pass < 3; ++pass) {
-      std::atomic<uint64_t> ops{0};
-      const double seconds = TimeOnThreads(threads, [&](size_t) {
-        ops += HWY_DYNAMIC_DISPATCH(DotPeakOps)(iters);
-      });
-      best = std::max(best, ops.load() / seconds / 1e9);
-    }
-    return best;
-  });
+  return Cached(cache, threads, [&] { return MeasureInt8DotPeakGops(threads); });
 }
 
 double F32FmaPeakGflops(size_t threads) {

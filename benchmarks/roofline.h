@@ -17,6 +17,9 @@ double ReadBandwidthGBs(size_t threads);
 // Peak int8 dot throughput (GOP/s, 1 MAC = 2 ops) of the int8 dot instruction
 // the matmul uses on the running target, with `threads` threads. Cached.
 double Int8DotPeakGops(size_t threads);
+// The same, measured now (not cached): on a shared machine the peak moves
+// with the load, so a kernel is best compared with a peak taken right after.
+double MeasureInt8DotPeakGops(size_t threads);
 
 // Peak f32 FMA throughput (GFLOP/s), for comparison. Cached.
 double F32FmaPeakGflops(size_t threads);

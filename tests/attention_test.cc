@@ -48,8 +48,8 @@
 
 #include "qkern/kernels/attention_ref.h"
 #include "qkern/kv/paged_kv_cache.h"
-#include "status_matchers.h"
 #include "qkern/threading/thread_pool.h"
+#include "status_matchers.h"
 #include "test_util.h"
 
 namespace qkern {
@@ -245,6 +245,36 @@ void RunAndCheck(const PagedKvCache& cache, KvSeqId seq, const RunSpec& spec) {
       static_cast<double>(kv_len) / block_tokens + 3;
   const double cap = p.softcap;
   const bool int8 = cache.config().format == KvFormat::kInt8;
+  // Integer q.k (AttentionInt8IntegerDots): q~ = (amax / 16256) (128 hi +
+  // lo) with |128 hi + lo - 128 x| <= 1/2 for x = q 127 / amax (x - hi is
+  // exact); three roundings (127 / amax, q * that, the step) give
+  // |q~ - q| <= amax / 32512 + 3.01 u |q| <= amax / 32000. The integer dot
+  // is exact, and its conversion and two products are within gamma(dim + 6).
+  // A logit moves by <= dq = |scale| max_t sum_d |k_td| amax / 32000
+  // (soft-capping has slope <= 1), so the weights by a factor within
+  // e^(+-2 (dq + eta)): expm1(2 (dq + eta)) replaces 2 eta below.
+  //
+  // Integer p.v (same targets and dims): per (row, tile of <= 64 positions)
+  // the weights w_t = p_t * v_scale_t are rounded to int16 steps of M / 32767,
+  // M the tile's largest w: c = round(w * fl(32767 / M)) is within 1/2 +
+  // 2.01 u 32767 of w 32767 / M, so each w moves by <= 1.01 M / 65534.
+  // Summing |dw_t| |code_td| <= 127 |dw_t| over a tile and bounding M by a
+  // w of that tile gives, normalised like the output, <= 1.01 (64 / 65534)
+  // sum_t pi_t max_d |v_td| per element (127 v_scale_t = max_d |v_td|). The
+  // int32 sums are exact; their conversion and the step product add 2u to
+  // the weights (eta).
+  const bool quantized_q = int8 && AttentionInt8IntegerDots(dim);
+  std::vector<double> k_l1(kv_len * p.num_kv_heads, 0.0);
+  for (size_t t = 0; t < kv_len; ++t) {
+    for (size_t kh = 0; kh < p.num_kv_heads; ++kh) {
+      double sum = 0.0;
+      for (size_t d = 0; d < dim; ++d) {
+        sum += fabs(static_cast<double>(k[t * kv_row + kh * dim + d]));
+      }
+      k_l1[t * p.num_kv_heads + kh] = sum;
+    }
+  }
+  const size_t group = p.num_q_heads / p.num_kv_heads;
   std::vector<double> arith_bound(nq * row);
   size_t failures = 0;
   for (size_t i = 0; i < nq; ++i) {
@@ -255,13 +285,33 @@ void RunAndCheck(const PagedKvCache& cache, KvSeqId seq, const RunSpec& spec) {
       if (cap > 0.0) ds += kU * (9.0 * cap + 2.0 * dot_abs);
       const double arg = 2.0 * logit_abs + ds;
       const double eta = ds + kU * arg + 2 * kU + 6 * kU * tiles +
-                         (2 * kU + kU * arg) + (int8 ? kU : 0.0);
+                         (2 * kU + kU * arg) + (int8 ? kU : 0.0) +
+                         (quantized_q ? 2 * kU : 0.0);
+      double weights = 2 * eta;
+      if (quantized_q) {
+        const size_t pos = spec.q_start_pos + i;
+        double amax = 0.0, k_max = 0.0;
+        for (size_t d = 0; d < dim; ++d) {
+          amax = std::max(
+              amax, fabs(static_cast<double>(q[i * q_stride + h * dim + d])));
+        }
+        for (size_t t = AttentionWindowBegin(p, pos); t <= pos; ++t) {
+          k_max = std::max(k_max, k_l1[t * p.num_kv_heads + h / group]);
+        }
+        const double dq = fabs(static_cast<double>(AttentionScale(p))) * k_max *
+                          amax / 32000.0;
+        weights = expm1(2 * (dq + eta));
+      }
+      const double pv_quant =
+          quantized_q ? 1.01 * 64.0 / 65534.0 *
+                            terms.weighted_amax[i * p.num_q_heads + h]
+                      : 0.0;
       for (size_t d = 0; d < dim; ++d) {
         const size_t idx = (i * p.num_q_heads + h) * dim + d;
         const double o = expected[idx];
         const double bound =
-            1.05 * (2 * eta + 2 * Gamma(kv_len + 64)) * terms.out_abs[idx] +
-            4 * kU * fabs(o) + 1e-30;
+            1.05 * (weights + 2 * Gamma(kv_len + 64)) * terms.out_abs[idx] +
+            1.05 * pv_quant + 4 * kU * fabs(o) + 1e-30;
         arith_bound[idx] = bound;
         const double got = out[i * out_stride + h * dim + d];
         if (!(fabs(got - o) <= bound) && ++failures <= 5) {
@@ -301,7 +351,6 @@ void RunAndCheck(const PagedKvCache& cache, KvSeqId seq, const RunSpec& spec) {
   ref::Attention(p, q.data(), nq, spec.q_start_pos, orig.k.data(), ev_f.data(),
                  weighted_ev.data());
   const double scale = fabs(AttentionScale(p));
-  const size_t group = p.num_q_heads / p.num_kv_heads;
   failures = 0;
   for (size_t i = 0; i < nq; ++i) {
     const size_t pos = spec.q_start_pos + i;
@@ -454,6 +503,38 @@ TEST_P(AttentionTest, OddHeadDims) {
     spec.num_queries = 13;
     spec.q_start_pos = 287;
     RunAndCheck(cache, 2, spec);
+  }
+}
+
+// Blocks whose size is odd or not a multiple of 16: tiles span several
+// short segments, so the dot kernels' 16-position passes and the integer
+// p.v's position pairs end inside a block (the int8 integer paths use head
+// dims that are multiples of 64).
+TEST_P(AttentionTest, OddBlockSizes) {
+  const ParallelRunner pool = Pool3().Runner();
+  const size_t block_sizes[] = {1, 5, 7, 24};
+  for (size_t c = 0; c < 4; ++c) {
+    const KvFormat format = c % 2 ? KvFormat::kF16 : KvFormat::kInt8;
+    const size_t dim = c < 2 ? 64 : 128;
+    const size_t bt = block_sizes[c];
+    PagedKvCache cache =
+        MakeScatteredCache(2, dim, bt, format, BlocksFor(203, bt) + 2,
+                           static_cast<uint32_t>(70 + c));
+    ASSERT_TRUE(cache.AddSequence(4).ok());
+    Originals originals;
+    Append(&cache, 4, 203, 80 + c, true, &originals);
+    RunSpec spec;
+    spec.params = Heads(2, 4, dim);
+    spec.num_queries = 1;
+    spec.q_start_pos = 202;
+    spec.seed = 90 + c;
+    spec.originals = &originals;
+    RunAndCheck(cache, 4, spec);
+    spec.runner = &pool;
+    RunAndCheck(cache, 4, spec);
+    spec.num_queries = 13;
+    spec.q_start_pos = 190;
+    RunAndCheck(cache, 4, spec);
   }
 }
 

@@ -20,9 +20,10 @@ TEST(DispatchTest, ActiveTargetIsAvailable) {
   ASSERT_FALSE(targets.empty());
   EXPECT_EQ(ActiveTargetName(), hwy::TargetName(targets.front()));
   EXPECT_FALSE(ActiveDotPath().empty());
-  printf("active target %s, dot path %s, panel rows %zu\n",
+  printf("active target %s, dot path %s, panel rows %zu, layout %s\n",
          ActiveTargetName().c_str(), ActiveDotPath().c_str(),
-         PanelRowsForCurrentTarget());
+         PanelRowsForCurrentTarget(),
+         PanelLayoutName(PanelLayoutForCurrentTarget()));
 }
 
 class PanelRowsTest : public test::PerTarget {};
@@ -48,6 +49,13 @@ TEST_P(PanelRowsTest, MatchesVectorWidth) {
   if (name == "AVX2") {
     EXPECT_EQ(ActiveDotPath(), "avx2-maddubs");
   }
+  // The 8-byte-row layout is read only by the Arm i8mm (MMLA) paths.
+  const bool mmla = ActiveDotPath().find("mmla") != std::string::npos;
+  EXPECT_EQ(PanelLayoutForCurrentTarget(),
+            mmla ? PanelLayout::kMmla8 : PanelLayout::kQuad4);
+#if !HWY_ARCH_ARM_A64
+  EXPECT_EQ(PanelLayoutForCurrentTarget(), PanelLayout::kQuad4);
+#endif
 }
 QKERN_INSTANTIATE_PER_TARGET(PanelRowsTest);
 
@@ -166,12 +174,63 @@ TEST(MatMulErrorsTest, RejectsWeightsPackedForAnotherTarget) {
     for (int64_t run_on : targets) {
       ForceTarget(run_on);
       const Status s = MatMul(p, x.data(), 1, 64, y.data(), 5, nullptr, &ws);
-      if (PanelRowsForCurrentTarget() == p.panel_rows) {
+      if (PanelRowsForCurrentTarget() == p.panel_rows &&
+          PanelLayoutForCurrentTarget() == p.layout) {
         EXPECT_TRUE(s.ok()) << s.message();
       } else {
         ExpectError(s, StatusCode::kInvalidArgument, "PackWeightsForCurrentTarget");
       }
     }
+  }
+  ForceTarget(0);
+}
+
+// Weights in the other panel layout (4-byte quads vs 8-byte MMLA rows) have
+// the right panel height but would be misread: refused, naming the layouts.
+TEST(MatMulErrorsTest, RejectsWeightsPackedInAnotherLayout) {
+  SmallQ4_0 w(5, 64);
+  std::vector<float> x(64, 1.0f), y(5);
+  MatMulWorkspace ws;
+  for (int64_t target : AvailableTargets()) {
+    ForceTarget(target);
+    SCOPED_TRACE(ActiveTargetName());
+    const PanelLayout here = PanelLayoutForCurrentTarget();
+    const PanelLayout other = here == PanelLayout::kQuad4 ? PanelLayout::kMmla8
+                                                          : PanelLayout::kQuad4;
+    PackedWeights p;
+    ASSERT_TRUE(PackWeights(w.view, PanelRowsForCurrentTarget(), other, &p).ok());
+    const Status s = MatMul(p, x.data(), 1, 64, y.data(), 5, nullptr, &ws);
+    ExpectError(s, StatusCode::kInvalidArgument, "PackWeightsForCurrentTarget");
+    ExpectError(s, StatusCode::kInvalidArgument,
+                std::string("packed in the ") + PanelLayoutName(other) +
+                    " panel layout");
+  }
+  ForceTarget(0);
+}
+
+// On an Arm CPU with i8mm, the dot path mask chosen at pack time decides the
+// layout; weights packed for MMLA are refused once MMLA is masked off.
+TEST(MatMulErrorsTest, LayoutFollowsTheDotPathMask) {
+  SmallQ4_0 w(5, 64);
+  std::vector<float> x(64, 1.0f), y(5);
+  MatMulWorkspace ws;
+  for (int64_t target : AvailableTargets()) {
+    ForceTarget(target);
+    SCOPED_TRACE(ActiveTargetName());
+    if (PanelLayoutForCurrentTarget() != PanelLayout::kMmla8) continue;
+    PackedWeights mmla;
+    EXPECT_TRUE(PackWeightsForCurrentTarget(w.view, &mmla).ok());
+    EXPECT_EQ(mmla.layout, PanelLayout::kMmla8);
+    SetDotPathMask(kDotPathAll & ~uint32_t{kDotPathArmMmla});
+    EXPECT_EQ(PanelLayoutForCurrentTarget(), PanelLayout::kQuad4);
+    EXPECT_EQ(ActiveDotPath().find("mmla"), std::string::npos);
+    ExpectError(MatMul(mmla, x.data(), 1, 64, y.data(), 5, nullptr, &ws),
+                StatusCode::kInvalidArgument, "mmla8 panel layout");
+    PackedWeights quad;
+    EXPECT_TRUE(PackWeightsForCurrentTarget(w.view, &quad).ok());
+    EXPECT_EQ(quad.layout, PanelLayout::kQuad4);
+    EXPECT_TRUE(MatMul(quad, x.data(), 1, 64, y.data(), 5, nullptr, &ws).ok());
+    SetDotPathMask(kDotPathAll);
   }
   ForceTarget(0);
 }

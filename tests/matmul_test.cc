@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -114,7 +115,65 @@ size_t GroupFor(size_t k, size_t variant) {
   return 32;
 }
 
-class MatMulTest : public test::PerTarget {};
+// One parameter per (target, int8 dot sub-path): on an Arm CPU with i8mm the
+// NEON target runs its USMMLA, USDOT, SDOT and plain paths and the SVE
+// targets svusmmla and svdot, each on the full test set, by masking the
+// better paths off (SetDotPathMask) before packing. The name says both, e.g.
+// NEON_neon_i8mm_usmmla or SVE2_sve_sdot.
+struct TargetAndPath {
+  int64_t target;
+  uint32_t mask;
+  std::string path;  // ActiveDotPath() under `mask`
+};
+
+// gtest prints parameters (--gtest_list_tests, failures) with this.
+void PrintTo(const TargetAndPath& p, std::ostream* os) {
+  *os << hwy::TargetName(p.target) << " " << p.path;
+}
+
+std::string ParamName(const ::testing::TestParamInfo<TargetAndPath>& info) {
+  std::string name =
+      std::string(hwy::TargetName(info.param.target)) + "_" + info.param.path;
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
+}
+
+std::vector<TargetAndPath> TargetsAndPaths() {
+  // Better first: each mask drops one more optional sub-path.
+  const uint32_t masks[] = {
+      kDotPathAll, kDotPathAll & ~uint32_t{kDotPathArmMmla},
+      kDotPathAll & ~uint32_t{kDotPathArmMmla | kDotPathArmI8mm},
+      kDotPathAll &
+          ~uint32_t{kDotPathArmMmla | kDotPathArmI8mm | kDotPathArmDotprod}};
+  std::vector<TargetAndPath> params;
+  for (int64_t target : test::TargetsUnderTest()) {
+    ForceTarget(target);
+    std::vector<std::string> seen;
+    for (uint32_t mask : masks) {
+      SetDotPathMask(mask);
+      const std::string path = ActiveDotPath();
+      if (std::find(seen.begin(), seen.end(), path) != seen.end()) continue;
+      seen.push_back(path);
+      params.push_back({target, mask, path});
+    }
+  }
+  SetDotPathMask(kDotPathAll);
+  ForceTarget(0);
+  return params;
+}
+
+class MatMulTest : public ::testing::TestWithParam<TargetAndPath> {
+ protected:
+  void SetUp() override {
+    ForceTarget(GetParam().target);
+    SetDotPathMask(GetParam().mask);
+    ASSERT_EQ(ActiveTargetName(), hwy::TargetName(GetParam().target));
+  }
+  void TearDown() override {
+    SetDotPathMask(kDotPathAll);
+    ForceTarget(0);
+  }
+};
 
 // Runs one case and compares every output with two references:
 //  (1) the exact (double) result of the kernel's own decomposition on the
@@ -277,22 +336,30 @@ TEST_P(MatMulTest, ActivationQuantizerMatchesReference) {
   EXPECT_EQ(sum, ref_sum);
 }
 
-#if HWY_ARCH_ARM_A64
-// On NEON, each int8 dot sub-path (plain, SDOT, USDOT) is tested on CPUs that
-// have it by masking the better ones off.
-TEST_P(MatMulTest, EveryNeonDotPath) {
-  for (uint32_t mask : {0u, uint32_t{kDotPathArmDotprod}, uint32_t{kDotPathAll}}) {
-    SetDotPathMask(mask);
-    SCOPED_TRACE("dot path " + ActiveDotPath());
-    for (WeightFormat format : kAllWeightFormats) {
-      CheckCase(format, Shape{5, 19, 160}, 32, 5, nullptr, true, 1);
-    }
-  }
-  SetDotPathMask(kDotPathAll);
+// The parameter's sub-path really runs, and packing picks the layout it
+// reads: 8-byte rows for MMLA, 4-byte quads for every dot product.
+TEST_P(MatMulTest, PacksTheLayoutOfTheDotPath) {
+  const std::string path = ActiveDotPath();
+  EXPECT_EQ(path, GetParam().path);
+  const bool mmla = path.find("mmla") != std::string::npos;
+  EXPECT_EQ(PanelLayoutForCurrentTarget(),
+            mmla ? PanelLayout::kMmla8 : PanelLayout::kQuad4);
+  std::vector<BlockQ8_0> blocks(3 * 2);
+  const std::vector<float> v = test::RandomValues(3 * 64, 2);
+  ref::QuantizeQ8_0(v.data(), v.size(), blocks.data());
+  QuantizedWeights view;
+  view.format = WeightFormat::kQ8_0;
+  view.rows = 3;
+  view.cols = 64;
+  view.codes = blocks.data();
+  PackedWeights packed;
+  ASSERT_TRUE(PackWeightsForCurrentTarget(view, &packed).ok());
+  EXPECT_EQ(packed.layout, PanelLayoutForCurrentTarget());
+  EXPECT_EQ(packed.panel_rows, PanelRowsForCurrentTarget());
 }
-#endif
 
-QKERN_INSTANTIATE_PER_TARGET(MatMulTest);
+INSTANTIATE_TEST_SUITE_P(AllTargets, MatMulTest,
+                         ::testing::ValuesIn(TargetsAndPaths()), ParamName);
 
 }  // namespace
 }  // namespace qkern

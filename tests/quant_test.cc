@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "qkern/base/f16.h"
 #include "qkern/quant/block_formats.h"
+#include "qkern/quant/packed_weights.h"
 #include "qkern/quant/quantize_ref.h"
 
 #ifndef QKERN_TEST_DATA_DIR
@@ -650,6 +651,208 @@ TEST(QuantRoundTripTest, Q4_0ClipsOppositeExtremeByOneStep) {
   EXPECT_EQ(F32FromF16(b.d), -1.0f);
   EXPECT_EQ(y[3], 8.0f);
   EXPECT_EQ(y[20], -7.0f);
+}
+
+// --- Packed panel layouts (qkern/quant/packed_weights.h) ---------------------
+
+// Source matrix with random codes and parameters in any format.
+struct RandomSource {
+  QuantizedWeights view;
+  std::vector<uint8_t> codes, scales, mins;
+};
+
+RandomSource MakeRandomSource(WeightFormat format, size_t rows, size_t cols,
+                              size_t group, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const WeightFormatInfo& info = FormatInfo(format);
+  RandomSource s;
+  s.view.format = format;
+  s.view.rows = rows;
+  s.view.cols = cols;
+  s.view.group_size = group;
+  auto random_f16 = [&] {
+    return F16FromF32(std::ldexp(static_cast<float>(rng() % 2000) - 1000.0f, -14));
+  };
+  if (info.is_gguf_block) {
+    s.codes.resize(rows * cols / kQuantBlock * info.block_bytes);
+    for (auto& b : s.codes) b = static_cast<uint8_t>(rng());
+    for (size_t b = 0; b < rows * cols / kQuantBlock; ++b) {
+      uint8_t* block = s.codes.data() + b * info.block_bytes;
+      const f16_t d = random_f16(), m = random_f16();
+      memcpy(block, &d, 2);
+      if (info.has_min) memcpy(block + 2, &m, 2);
+    }
+  } else {
+    s.codes.resize(rows * cols * info.bits / 8);
+    for (auto& b : s.codes) b = static_cast<uint8_t>(rng());
+    if (info.per_channel) {
+      s.scales.resize(rows * sizeof(float));
+      for (size_t r = 0; r < rows; ++r) {
+        const float v = 0.001f * static_cast<float>(r + 1);
+        memcpy(s.scales.data() + r * 4, &v, 4);
+      }
+    } else {
+      const size_t groups = rows * (cols / group);
+      s.scales.resize(groups * 2);
+      s.mins.resize(groups * 2);
+      for (size_t g = 0; g < groups; ++g) {
+        const f16_t d = random_f16(), m = random_f16();
+        memcpy(s.scales.data() + 2 * g, &d, 2);
+        memcpy(s.mins.data() + 2 * g, &m, 2);
+      }
+    }
+  }
+  s.view.codes = s.codes.data();
+  s.view.scales = s.scales.empty() ? nullptr : s.scales.data();
+  s.view.mins = s.mins.empty() ? nullptr : s.mins.data();
+  return s;
+}
+
+// The unified code u (value = d * u + m) of element (r, k), from each
+// format's own definition.
+uint32_t SourceCode(const RandomSource& s, size_t r, size_t k) {
+  const QuantizedWeights& w = s.view;
+  const size_t blk = (r * w.cols + k) / kQuantBlock, j = k % kQuantBlock;
+  switch (w.format) {
+    case WeightFormat::kQ4_0:
+    case WeightFormat::kQ4_1: {
+      const uint8_t* qs = w.format == WeightFormat::kQ4_0
+                              ? static_cast<const BlockQ4_0*>(w.codes)[blk].qs
+                              : static_cast<const BlockQ4_1*>(w.codes)[blk].qs;
+      return j < 16 ? qs[j] & 15 : qs[j - 16] >> 4;
+    }
+    case WeightFormat::kQ8_0:
+      return static_cast<uint32_t>(static_cast<const BlockQ8_0*>(w.codes)[blk].qs[j] + 128);
+    case WeightFormat::kInt4Sym:
+    case WeightFormat::kInt4Asym: {
+      const size_t i = r * w.cols + k;
+      return (s.codes[i / 2] >> (4 * (i % 2))) & 15;
+    }
+    case WeightFormat::kInt8PerChannel:
+      return static_cast<uint32_t>(
+          static_cast<int8_t>(s.codes[r * w.cols + k]) + 128);
+  }
+  return 0;
+}
+
+// d and m (f16 bits) of the group holding (r, k); m = 0 without a min.
+void SourceParams(const RandomSource& s, size_t r, size_t k, f16_t* d,
+                  f16_t* m) {
+  const QuantizedWeights& w = s.view;
+  const WeightFormatInfo& info = FormatInfo(w.format);
+  *m = 0;
+  if (info.is_gguf_block) {
+    const uint8_t* block =
+        s.codes.data() + (r * w.cols + k) / kQuantBlock * info.block_bytes;
+    memcpy(d, block, 2);
+    if (info.has_min) memcpy(m, block + 2, 2);
+  } else if (info.per_channel) {
+    *d = F16FromF32(1.0f);
+  } else {
+    const size_t g = r * (w.cols / w.group_size) + k / w.group_size;
+    memcpy(d, s.scales.data() + 2 * g, 2);
+    if (info.has_min) memcpy(m, s.mins.data() + 2 * g, 2);
+  }
+}
+
+// Reads code (r, k) back from a packed matrix with the formulas documented in
+// packed_weights.h: run width W = 4 (kQuad4) or 8 (kMmla8);
+//   8-bit: byte [q*W*R + W*r + j] = u[r][W*q + j]
+//   4-bit: low nibble = u[r][W*q + j], high nibble = u[r][16 + W*q + j].
+uint32_t PackedCode(const PackedWeights& p, size_t row, size_t k) {
+  const size_t W = p.layout == PanelLayout::kMmla8 ? 8 : 4;
+  const size_t R = p.panel_rows, r = row % R;
+  const size_t g = k / p.group_size;
+  const size_t sub = (k % p.group_size) / kQuantBlock;
+  const size_t j = k % kQuantBlock;
+  const uint8_t* codes =
+      p.Panel(row / R) + g * p.GroupBytes() + sub * p.SubBlockBytes();
+  if (p.bits == 8) return codes[j / W * W * R + W * r + j % W];
+  const size_t jj = j % 16;
+  const uint8_t byte = codes[jj / W * W * R + W * r + jj % W];
+  return j < 16 ? byte & 15 : byte >> 4;
+}
+
+TEST(PackedWeightsTest, LayoutBytesFollowTheDocumentedFormula) {
+  for (WeightFormat format : kAllWeightFormats) {
+    for (PanelLayout layout : {PanelLayout::kQuad4, PanelLayout::kMmla8}) {
+      for (size_t R : {4, 8, 16, 32}) {
+        const size_t rows = 2 * R + 3, cols = 256, group = 64;
+        SCOPED_TRACE(std::string(FormatInfo(format).name) + " " +
+                     PanelLayoutName(layout) + " R=" + std::to_string(R));
+        const RandomSource src =
+            MakeRandomSource(format, rows, cols, group, static_cast<uint32_t>(R));
+        PackedWeights p;
+        ASSERT_TRUE(PackWeights(src.view, R, layout, &p).ok());
+        EXPECT_EQ(p.layout, layout);
+        EXPECT_EQ(p.panel_rows, R);
+        ASSERT_EQ(p.num_panels, 3u);
+        EXPECT_EQ(p.SubBlockBytes(), R * kQuantBlock * p.bits / 8);
+        size_t bad = 0;
+        for (size_t r = 0; r < p.num_panels * R; ++r) {
+          for (size_t k = 0; k < cols; ++k) {
+            const uint32_t want = r < rows ? SourceCode(src, r, k) : 0;
+            if (PackedCode(p, r, k) != want && ++bad <= 5) {
+              ADD_FAILURE() << "row " << r << " k " << k << ": packed "
+                            << PackedCode(p, r, k) << ", source " << want;
+            }
+          }
+          // Group footer: R f16 d, then R f16 m.
+          for (size_t g = 0; g < cols / p.group_size; ++g) {
+            const uint8_t* footer =
+                p.Panel(r / R) + g * p.GroupBytes() +
+                p.group_size / kQuantBlock * p.SubBlockBytes();
+            f16_t d = 0, m = 0, want_d = 0, want_m = 0;
+            memcpy(&d, footer + 2 * (r % R), 2);
+            if (p.has_min) memcpy(&m, footer + 2 * (R + r % R), 2);
+            if (r < rows) SourceParams(src, r, g * p.group_size, &want_d, &want_m);
+            EXPECT_EQ(d, want_d) << "row " << r << " group " << g;
+            EXPECT_EQ(m, want_m) << "row " << r << " group " << g;
+          }
+          if (p.row_scales != nullptr && r < rows) {
+            float want;
+            memcpy(&want, src.scales.data() + 4 * r, 4);
+            EXPECT_EQ(p.row_scales[r], want);
+          }
+        }
+        EXPECT_EQ(bad, 0u);
+        // Both layouts take the same bytes: the layout only permutes codes.
+        EXPECT_EQ(p.WeightBytes(), 3 * R * cols * p.bits / 8 +
+                                       3 * R * (cols / p.group_size) * 2 *
+                                           (p.has_min ? 2 : 1));
+      }
+    }
+  }
+}
+
+// The two layouts differ exactly where documented: for 8-bit codes, byte 4
+// of a sub-block is row 1's first code in kQuad4 and row 0's fifth in kMmla8.
+TEST(PackedWeightsTest, MmlaRowsAreEightBytes) {
+  std::vector<BlockQ8_0> blocks(2);
+  for (size_t r = 0; r < 2; ++r) {
+    blocks[r].d = F16FromF32(1.0f);
+    for (size_t j = 0; j < kQuantBlock; ++j) {
+      blocks[r].qs[j] = static_cast<int8_t>(r * 64 + j - 128);
+    }
+  }
+  QuantizedWeights w;
+  w.format = WeightFormat::kQ8_0;
+  w.rows = 2;
+  w.cols = 32;
+  w.codes = blocks.data();
+  PackedWeights quad, mmla;
+  ASSERT_TRUE(PackWeights(w, 4, PanelLayout::kQuad4, &quad).ok());
+  ASSERT_TRUE(PackWeights(w, 4, PanelLayout::kMmla8, &mmla).ok());
+  // u = q + 128 = 64 r + j.
+  const uint8_t quad_head[12] = {0, 1, 2, 3, 64, 65, 66, 67, 0, 0, 0, 0};
+  const uint8_t mmla_head[20] = {0,  1,  2,  3,  4,  5,  6,  7,  64, 65,
+                                 66, 67, 68, 69, 70, 71, 0,  0,  0,  0};
+  EXPECT_EQ(0, memcmp(quad.Panel(0), quad_head, sizeof(quad_head)));
+  EXPECT_EQ(0, memcmp(mmla.Panel(0), mmla_head, sizeof(mmla_head)));
+  // Run 1 of kMmla8 (k = 8..15) starts after 8 R bytes.
+  EXPECT_EQ(mmla.Panel(0)[8 * 4], 8);
+  EXPECT_EQ(mmla.Panel(0)[8 * 4 + 8], 72);
+  EXPECT_FALSE(PackWeights(w, 4, static_cast<PanelLayout>(7), &mmla).ok());
 }
 
 // --- Format table

@@ -6,6 +6,8 @@
 
 #include <hwy/highway.h>
 
+// Before matmul-inl.h: its MatMulPacked hands kMmla8 weights to MatMulMmla.
+#include "qkern/kernels/matmul_mmla-inl.h"
 #include "qkern/kernels/matmul-inl.h"
 // [anchor: rope includes]
 #include "qkern/kv/kv_codec-inl.h"
@@ -26,6 +28,7 @@ namespace HWY_NAMESPACE {
 // Non-template entry points, one per exported operation.
 inline void MatMulPackedF32(const MatMulCall& call) { MatMulPacked(call); }
 inline size_t PanelRowsForTarget() { return PanelRows(); }
+inline PanelLayout PanelLayoutForTarget() { return PanelLayoutHere(); }
 inline const char* DotPathForTarget() { return DotPathName(); }
 inline void QuantizeActivationsF32(const float* x, size_t k, int8_t* codes,
                                    float* scale, float* scaled_sum) {
@@ -95,6 +98,9 @@ inline void DequantizeRowBF16F32(const uint16_t* in, size_t cols, float* out) {
 inline void AttentionPagedF32(const detail::AttentionCall& call) {
   AttentionPaged(call);
 }
+inline bool AttentionInt8IntegerDotForTarget(size_t head_dim) {
+  return UseInt8IntegerDot(KvFormat::kInt8, head_dim);
+}
 inline size_t EncodeKvRowFromF32(KvFormat format, const float* src, size_t n,
                                  void* values, float* scale) {
   return EncodeKvRowSimd(format, src, n, values, scale);
@@ -116,6 +122,7 @@ namespace detail {
 #else
 HWY_EXPORT(MatMulPackedF32);
 HWY_EXPORT(PanelRowsForTarget);
+HWY_EXPORT(PanelLayoutForTarget);
 HWY_EXPORT(DotPathForTarget);
 HWY_EXPORT(QuantizeActivationsF32);
 // [anchor: rope exports]
@@ -140,6 +147,7 @@ HWY_EXPORT(DequantizeRowF16F32);
 HWY_EXPORT(DequantizeRowBF16F32);
 // [anchor: attention exports]
 HWY_EXPORT(AttentionPagedF32);
+HWY_EXPORT(AttentionInt8IntegerDotForTarget);
 HWY_EXPORT(EncodeKvRowFromF32);
 #define QKERN_DISPATCH(name) HWY_DYNAMIC_DISPATCH(name)
 #endif
@@ -148,6 +156,9 @@ inline void DispatchMatMul(const MatMulCall& call) {
   QKERN_DISPATCH(MatMulPackedF32)(call);
 }
 inline size_t DispatchPanelRows() { return QKERN_DISPATCH(PanelRowsForTarget)(); }
+inline PanelLayout DispatchPanelLayout() {
+  return QKERN_DISPATCH(PanelLayoutForTarget)();
+}
 inline const char* DispatchDotPath() { return QKERN_DISPATCH(DotPathForTarget)(); }
 inline void DispatchQuantizeActivations(const float* x, size_t k, int8_t* codes,
                                         float* scale, float* scaled_sum) {
@@ -225,6 +236,9 @@ inline void DispatchDequantizeRowBF16(const uint16_t* in, size_t cols,
 // [anchor: attention wrappers]
 inline void DispatchAttention(const AttentionCall& call) {
   QKERN_DISPATCH(AttentionPagedF32)(call);
+}
+inline bool DispatchAttentionInt8IntegerDot(size_t head_dim) {
+  return QKERN_DISPATCH(AttentionInt8IntegerDotForTarget)(head_dim);
 }
 inline size_t DispatchEncodeKvRow(KvFormat format, const float* src, size_t n,
                                   void* values, float* scale) {

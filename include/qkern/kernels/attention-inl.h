@@ -20,6 +20,10 @@
 // K and V are read in place: f16 widened with PromoteTo, int8 codes widened
 // to f32; the int8 row scale factors out of both products (score = scale_k *
 // q.codes, acc += (p * scale_v) * codes), so it is applied once per token.
+// On AVX3_DL (VNNI), int8 K and V skip the widening: q and the weights are
+// rounded to 15-bit integers and both products run as integer dot products
+// (see "Integer q.k" and "Integer p.v" below for the layouts and the error
+// bounds; AttentionInt8IntegerDots says when).
 //
 // Decode has one query, so a single sequence would give only num_kv_heads
 // tasks; the plan then splits each task's KV range across tasks (whole
@@ -83,7 +87,8 @@ struct AttentionPlan {
   size_t rows = 0;           // softmax rows per task: q_tile * group
   size_t acc_stride = 0;     // floats per row of acc
   size_t state_floats = 0;   // acc rows, then m and l per row
-  size_t worker_floats = 0;  // per-worker logits buffer plus a state
+  size_t qcode_floats = 0;   // per-worker int8 query codes (integer q.k)
+  size_t worker_floats = 0;  // per-worker logits, query codes and a state
   size_t workers = 0;
   size_t partial_tasks = 0;  // task states kept for the merge (workspace)
   size_t workspace_bytes = 0;
@@ -104,14 +109,25 @@ inline AttentionPlan PlanAttention(const AttentionParams& p, size_t num_queries,
   plan.rows = plan.q_tile * plan.group;
   plan.acc_stride = AttnRoundUp16(p.head_dim);
   plan.state_floats = AttnRoundUp16(plan.rows * (plan.acc_stride + 2));
-  plan.worker_floats =
-      AttnRoundUp16(plan.rows * kAttnScoreStride) + plan.state_floats;
+  // Per row: head_dim / 16 chunks of 2 x 64 bytes (hi and lo codes, see
+  // QuantizeQueryRow), then an int32 offset correction and a float step.
+  plan.qcode_floats = AttnRoundUp16(plan.rows * (2 * p.head_dim + 2));
+  plan.worker_floats = AttnRoundUp16(plan.rows * kAttnScoreStride) +
+                       plan.qcode_floats + plan.state_floats;
   plan.workers = std::max<size_t>(workers, 1);
 
   const size_t base_tasks = p.num_kv_heads * plan.q_tiles;
   size_t want = 1;
   if (plan.workers > 1 && base_tasks < kAttnTasksPerWorker * plan.workers) {
     want = (kAttnTasksPerWorker * plan.workers + base_tasks - 1) / base_tasks;
+    // Equal task counts per worker (decode tasks are equally long): e.g.
+    // 3 kv heads on 2 workers take 4 splits (12 tasks), not 3 (5 + 4).
+    for (size_t extra = 0; extra < plan.workers; ++extra) {
+      if (base_tasks * (want + extra) % plan.workers == 0) {
+        want += extra;
+        break;
+      }
+    }
   }
   // Positions one query tile attends to, at most.
   size_t span = q_start_pos + num_queries;
@@ -452,8 +468,6 @@ HWY_INLINE void AccumulateTile(const float* p, size_t n, const uint8_t* v,
   }
 }
 
-#undef QKERN_ATTN_FOR_ROWS
-
 // Dispatches DotTile / AccumulateTile on the (1..4) rows of one block.
 template <KvFormat kFormat>
 HWY_INLINE void DotRows(size_t rows, const float* const* q, size_t dim,
@@ -496,48 +510,452 @@ HWY_INLINE void AccumulateRows(size_t rows, const float* p, size_t n,
   }
 }
 
-// Online-softmax step of one row over one tile. On entry s[0, n) holds raw
-// dots; `k_mult` (padded, or null for the uniform `scale`) scales them.
-// Positions outside [begin, end) are masked. On return s[0, n) holds the
-// weights p = exp(logit - m_new), times `v_mult` when given (int8 V scales),
-// m and l are updated, and the return value is the factor the row's acc
-// must be multiplied by (exactly 1 when the max did not grow).
-HWY_INLINE float SoftmaxTileRow(float* HWY_RESTRICT s, size_t n, size_t begin,
-                                size_t end, const float* k_mult, float scale,
-                                float softcap, const float* v_mult,
-                                float* HWY_RESTRICT m, float* HWY_RESTRICT l) {
+// Integer q.k for int8 K (AVX3_DL): vpdpbusd multiplies 64 code pairs per
+// instruction where the f32 path needs 4 widenings and 4 FMAs, and decode
+// at long context is bound by that arithmetic, not by the bytes.
+//
+// q is quantized per softmax row in two int8 parts: with x = q * 127 / amax,
+// hi = round(x), lo = round(128 (x - hi)) in [-64, 64], and q is taken as
+// (amax / (127 * 128)) (128 hi + lo). x - hi and 128 (x - hi) are exact, so
+// |q~ - q| <= amax / 32512 plus a few ulps of q: the logit error is that
+// times |scale| * sum_d |k_d| (tests/attention_test.cc checks the bound).
+// vpdpbusd wants unsigned by signed bytes: K codes are flipped to k + 128
+// and 128 * (128 sum(hi) + sum(lo)) is subtracted from each dot. Sums wrap
+// in int32 but the final value fits (|dot| <= 127 * 16320 * head_dim), so
+// the wrapping cancels out.
+//
+// Layout: four K rows are transposed in 128-bit blocks, so a vector holds 16
+// dims of 4 positions and q's 16 dims are replicated into each block; a
+// row's 4 partial lanes per position are added only after 16 positions (an
+// interleave tree over 4 vectors). The K transpose is shared by all rows of
+// the register block, i.e. by the q heads of a GQA group.
+#if HWY_TARGET == HWY_AVX3_DL
+constexpr bool kAttnInt8IntegerDot = true;
+#else
+constexpr bool kAttnInt8IntegerDot = false;
+#endif
+// Largest head_dim the integer path takes (and the int32 sums allow).
+constexpr size_t kAttnIntDotMaxDim = 512;
+
+HWY_INLINE bool UseInt8IntegerDot(KvFormat format, size_t dim) {
+  return kAttnInt8IntegerDot && format == KvFormat::kInt8 && dim % 64 == 0 &&
+         dim <= kAttnIntDotMaxDim;
+}
+
+// Bytes of query codes per softmax row (see QuantizeQueryRow).
+HWY_INLINE size_t QueryCodeBytes(size_t dim) { return dim * 8; }
+
+#if HWY_TARGET == HWY_AVX3_DL
+
+// Writes the codes of q[0, dim) to `codes` (per 16-dim chunk: 64 bytes of
+// hi, the chunk repeated 4 times, then 64 bytes of lo), and the correction
+// and step the dot kernel applies. A row with amax below 2^-100 is taken as
+// zero (its logits are below 2^-100 |scale| sum |k|). dim % 16 == 0.
+HWY_INLINE void QuantizeQueryRow(const float* HWY_RESTRICT q, size_t dim,
+                                 uint8_t* HWY_RESTRICT codes, int32_t* corr,
+                                 float* step) {
+  __m512 vmax = _mm512_setzero_ps();
+  for (size_t d = 0; d < dim; d += 16) {
+    vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(q + d)));
+  }
+  const float amax = _mm512_reduce_max_ps(vmax);
+  const bool zero = !(amax >= 0x1p-100f);
+  const __m512 inv = _mm512_set1_ps(zero ? 0.0f : 127.0f / amax);
+  constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  __m512i sums = _mm512_setzero_si512();
+  for (size_t d = 0; d < dim; d += 16) {
+    const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(q + d), inv);
+    const __m512 hi = _mm512_roundscale_ps(x, kNearest);
+    // x - hi and its product by 128 are exact.
+    const __m512 lo = _mm512_roundscale_ps(
+        _mm512_mul_ps(_mm512_sub_ps(x, hi), _mm512_set1_ps(128.0f)), kNearest);
+    const __m512i hi32 = _mm512_cvtps_epi32(hi);
+    const __m512i lo32 = _mm512_cvtps_epi32(lo);
+    sums = _mm512_add_epi32(sums,
+                            _mm512_add_epi32(_mm512_slli_epi32(hi32, 7), lo32));
+    uint8_t* chunk = codes + (d / 16) * 128;
+    _mm512_storeu_si512(chunk,
+                        _mm512_broadcast_i32x4(_mm512_cvtepi32_epi8(hi32)));
+    _mm512_storeu_si512(chunk + 64,
+                        _mm512_broadcast_i32x4(_mm512_cvtepi32_epi8(lo32)));
+  }
+  *corr = 128 * _mm512_reduce_add_epi32(sums);
+  *step = zero ? 0.0f : amax / (127.0f * 128.0f);
+}
+
+// acc += (u8 a) . (s8 b) per 4-byte group. Highway 1.0.3 has no such op and
+// its AVX3_DL target does not enable avx512vnni for the intrinsic, hence the
+// asm (as in int8_dot-inl.h).
+HWY_INLINE __m512i DpBusd(__m512i acc, __m512i a, __m512i b) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+  return acc;
+}
+
+// k_m = dims [g + 16 m, g + 16 m + 16) of rows r0..r3 (one per 128-bit
+// block), as k + 128.
+HWY_INLINE void TransposeKVnni(const uint8_t* r0, const uint8_t* r1,
+                               const uint8_t* r2, const uint8_t* r3, size_t g,
+                               __m512i& k0, __m512i& k1, __m512i& k2,
+                               __m512i& k3) {
+  const __m512i flip = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
+  const __m512i a = _mm512_loadu_si512(r0 + g);
+  const __m512i b = _mm512_loadu_si512(r1 + g);
+  const __m512i c = _mm512_loadu_si512(r2 + g);
+  const __m512i e = _mm512_loadu_si512(r3 + g);
+  const __m512i ab_lo = _mm512_shuffle_i64x2(a, b, 0x44);
+  const __m512i ab_hi = _mm512_shuffle_i64x2(a, b, 0xEE);
+  const __m512i ce_lo = _mm512_shuffle_i64x2(c, e, 0x44);
+  const __m512i ce_hi = _mm512_shuffle_i64x2(c, e, 0xEE);
+  k0 = _mm512_xor_si512(_mm512_shuffle_i64x2(ab_lo, ce_lo, 0x88), flip);
+  k1 = _mm512_xor_si512(_mm512_shuffle_i64x2(ab_lo, ce_lo, 0xDD), flip);
+  k2 = _mm512_xor_si512(_mm512_shuffle_i64x2(ab_hi, ce_hi, 0x88), flip);
+  k3 = _mm512_xor_si512(_mm512_shuffle_i64x2(ab_hi, ce_hi, 0xDD), flip);
+}
+
+// [a0 + a2, b0 + b2, a1 + a3, b1 + b3] per 128-bit block.
+HWY_INLINE __m512i AddPairsI32(__m512i a, __m512i b) {
+  return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b),
+                          _mm512_unpackhi_epi32(a, b));
+}
+
+// Two passes: K rows a[0..3] and b[0..3] (one per 128-bit block) against
+// kRows query code rows; each q vector is loaded once for both (loads, not
+// dot products, bound this loop). o_r = AddPairsI32 of the passes' sums
+// 128 (u . hi_r) + (u . lo_r), which hold 4 partial lanes per position.
+template <size_t kRows>
+HWY_INLINE void DotPass2Vnni(const uint8_t* const* a, const uint8_t* const* b,
+                             size_t dim, const uint8_t* const* qc, __m512i& o0,
+                             __m512i& o1, __m512i& o2, __m512i& o3) {
+  const __m512i z = _mm512_setzero_si512();
+  __m512i ha0 = z, la0 = z, hb0 = z, lb0 = z, ha1 = z, la1 = z, hb1 = z,
+          lb1 = z, ha2 = z, la2 = z, hb2 = z, lb2 = z, ha3 = z, la3 = z,
+          hb3 = z, lb3 = z;
+  for (size_t g = 0; g < dim; g += 64) {
+    __m512i ka0, ka1, ka2, ka3, kb0, kb1, kb2, kb3;
+    TransposeKVnni(a[0], a[1], a[2], a[3], g, ka0, ka1, ka2, ka3);
+    TransposeKVnni(b[0], b[1], b[2], b[3], g, kb0, kb1, kb2, kb3);
+    const size_t off = g * 8;
+#define QKERN_ATTN_VNNI_CHUNK(r, m)                                    \
+  {                                                                    \
+    const __m512i qh = _mm512_loadu_si512(qc[r] + off + 128 * m);      \
+    ha##r = DpBusd(ha##r, ka##m, qh);                                  \
+    hb##r = DpBusd(hb##r, kb##m, qh);                                  \
+    const __m512i ql = _mm512_loadu_si512(qc[r] + off + 128 * m + 64); \
+    la##r = DpBusd(la##r, ka##m, ql);                                  \
+    lb##r = DpBusd(lb##r, kb##m, ql);                                  \
+  }
+#define QKERN_ATTN_VNNI_ROW(r)  \
+  if constexpr (kRows > r) {    \
+    QKERN_ATTN_VNNI_CHUNK(r, 0) \
+    QKERN_ATTN_VNNI_CHUNK(r, 1) \
+    QKERN_ATTN_VNNI_CHUNK(r, 2) \
+    QKERN_ATTN_VNNI_CHUNK(r, 3) \
+  }
+    QKERN_ATTN_FOR_ROWS(QKERN_ATTN_VNNI_ROW)
+#undef QKERN_ATTN_VNNI_ROW
+#undef QKERN_ATTN_VNNI_CHUNK
+  }
+  auto combine = [](__m512i h, __m512i l) {
+    return _mm512_add_epi32(_mm512_slli_epi32(h, 7), l);
+  };
+  o0 = AddPairsI32(combine(ha0, la0), combine(hb0, lb0));
+  if constexpr (kRows > 1) {
+    o1 = AddPairsI32(combine(ha1, la1), combine(hb1, lb1));
+  }
+  if constexpr (kRows > 2) {
+    o2 = AddPairsI32(combine(ha2, la2), combine(hb2, lb2));
+  }
+  if constexpr (kRows > 3) {
+    o3 = AddPairsI32(combine(ha3, la3), combine(hb3, lb3));
+  }
+}
+
+// out[0, 16) = step * (sums - corr) * k_mult[0, 16), from the pair sums of
+// passes 0, 1 (ab) and 2, 3 (ce), where block j of pass k holds position
+// 4 j + k: the last interleave leaves the sums in position order.
+HWY_INLINE void StoreDotsVnni(__m512i ab, __m512i ce, int32_t corr, float step,
+                              const float* k_mult, float* out) {
+  __m512i sums = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, ce),
+                                  _mm512_unpackhi_epi64(ab, ce));
+  sums = _mm512_sub_epi32(sums, _mm512_set1_epi32(corr));
+  const __m512 dots =
+      _mm512_mul_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(step));
+  _mm512_storeu_ps(out, _mm512_mul_ps(dots, _mm512_loadu_ps(k_mult)));
+}
+
+// Passes `pass` and `pass + 1` of the 16 positions from t: pass p takes K
+// rows t + p + 4 j (j = 0..3), missing rows repeating row n - 1 (their sums
+// land past column n - 1); and the prefetch of those 8 rows a tile ahead.
+template <size_t kRows>
+HWY_INLINE void DotPasses16Vnni(const uint8_t* k, size_t k_stride, size_t n,
+                                size_t t, size_t pass, size_t dim,
+                                const uint8_t* const* qc,
+                                const uint8_t* k_ahead, const uint8_t* v_ahead,
+                                __m512i& o0, __m512i& o1, __m512i& o2,
+                                __m512i& o3) {
+  const size_t first = t + 4 * pass;
+  if (k_ahead != nullptr && first < n) {
+    const size_t bytes = std::min<size_t>(8, n - first) * k_stride;
+    for (size_t off = 0; off < bytes; off += 64) {
+      hwy::Prefetch(k_ahead + first * k_stride + off);
+      hwy::Prefetch(v_ahead + first * k_stride + off);
+    }
+  }
+  const uint8_t* last = k + (n - 1) * k_stride;
+  const uint8_t* a[4];
+  const uint8_t* b[4];
+  for (size_t j = 0; j < 4; ++j) {
+    const size_t ta = t + pass + 4 * j;
+    a[j] = ta < n ? k + ta * k_stride : last;
+    b[j] = ta + 1 < n ? k + (ta + 1) * k_stride : last;
+  }
+  DotPass2Vnni<kRows>(a, b, dim, qc, o0, o1, o2, o3);
+}
+
+// scores[r * kAttnScoreStride + t] = q~_r . k_t * k_mult[t] (the logit:
+// k_mult holds row scale times attention scale) for kRows rows and `n` int8
+// K rows, 16 positions per pass; may write up to 15 floats past column
+// n - 1 (reading k_mult that far). Prefetches as DotTile does.
+template <size_t kRows>
+HWY_NOINLINE void DotTileInt8Vnni(const uint8_t* const* qc, const int32_t* corr,
+                                  const float* step, const float* k_mult,
+                                  size_t dim, const uint8_t* k, size_t k_stride,
+                                  size_t n, float* scores,
+                                  const uint8_t* k_ahead,
+                                  const uint8_t* v_ahead) {
+  constexpr size_t S = detail::kAttnScoreStride;
+  for (size_t t = 0; t < n; t += 16) {
+    const __m512i z = _mm512_setzero_si512();
+    __m512i a01 = z, b01 = z, c01 = z, e01 = z, a23 = z, b23 = z, c23 = z,
+            e23 = z;
+    DotPasses16Vnni<kRows>(k, k_stride, n, t, 0, dim, qc, k_ahead, v_ahead, a01,
+                           b01, c01, e01);
+    DotPasses16Vnni<kRows>(k, k_stride, n, t, 2, dim, qc, k_ahead, v_ahead, a23,
+                           b23, c23, e23);
+    StoreDotsVnni(a01, a23, corr[0], step[0], k_mult + t, scores + t);
+    if constexpr (kRows > 1) {
+      StoreDotsVnni(b01, b23, corr[1], step[1], k_mult + t, scores + S + t);
+    }
+    if constexpr (kRows > 2) {
+      StoreDotsVnni(c01, c23, corr[2], step[2], k_mult + t, scores + 2 * S + t);
+    }
+    if constexpr (kRows > 3) {
+      StoreDotsVnni(e01, e23, corr[3], step[3], k_mult + t, scores + 3 * S + t);
+    }
+  }
+}
+
+HWY_INLINE void DotRowsInt8Vnni(size_t rows, const uint8_t* const* qc,
+                                const int32_t* corr, const float* step,
+                                const float* k_mult, size_t dim,
+                                const uint8_t* k, size_t k_stride, size_t n,
+                                float* scores, const uint8_t* k_ahead,
+                                const uint8_t* v_ahead) {
+  switch (rows) {
+    case 1:
+      return DotTileInt8Vnni<1>(qc, corr, step, k_mult, dim, k, k_stride, n,
+                                scores, k_ahead, v_ahead);
+    case 2:
+      return DotTileInt8Vnni<2>(qc, corr, step, k_mult, dim, k, k_stride, n,
+                                scores, k_ahead, v_ahead);
+    case 3:
+      return DotTileInt8Vnni<3>(qc, corr, step, k_mult, dim, k, k_stride, n,
+                                scores, k_ahead, v_ahead);
+    default:
+      return DotTileInt8Vnni<4>(qc, corr, step, k_mult, dim, k, k_stride, n,
+                                scores, k_ahead, v_ahead);
+  }
+}
+
+// Integer p.v for int8 V (AVX3_DL), the same trade as q.k: per (row, tile)
+// the weights w_t = p_t * v_scale_t (in [0, max v_scale]) are rounded to
+// int16 codes c_t = round(w_t * 32767 / M), M = the tile's largest w, and
+// vpdpwssd adds c_t v_t + c_t+1 v_t+1 into int32 lanes (exact: |sum| <=
+// 64 * 32767 * 127 < 2^31), scaled by M / 32767 once per tile. A weight
+// moves by <= M / 65534 + 2.01 u M (the reciprocal and the product are
+// rounded); summed over a tile of <= 64 positions, an output element moves
+// by <= 1.01 (64 / 65534) sum_t pi_t max_d |v_td| (each M is one of the
+// tile's w, and 127 v_scale_t = max_d |v_td|; tests/attention_test.cc checks
+// it).
+
+// Rounds s[0, n) (weights >= 0, zero past n up to the vector end) in place to
+// int16 codes at ((int16_t*)s)[0, n rounded up to 16); returns the step.
+HWY_INLINE float QuantizeWeightsRow(float* s, size_t n) {
+  __m512 vmax = _mm512_setzero_ps();
+  for (size_t j = 0; j < n; j += 16) {
+    vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(s + j));
+  }
+  const float wmax = _mm512_reduce_max_ps(vmax);
+  // Below 2^-110 (where 32767 / wmax would near FLT_MAX) the tile is dropped:
+  // it moves an output by < 64 * 2^-110 * max |v| relative to the row's
+  // largest weight (1), like the terms Exp flushes.
+  const float inv = wmax >= 0x1p-110f ? 32767.0f / wmax : 0.0f;
+  const __m512 v_inv = _mm512_set1_ps(inv);
+  int16_t* codes = reinterpret_cast<int16_t*>(s);
+  // Forward in place: the codes of floats [j, j + 16) land in bytes
+  // [2 j, 2 j + 32), below the floats not read yet.
+  for (size_t j = 0; j < n; j += 16) {
+    const __m512i c =
+        _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(s + j), v_inv));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + j),
+                        _mm512_cvtepi32_epi16(c));
+  }
+  return inv == 0.0f ? 0.0f : wmax / 32767.0f;
+}
+
+// acc += v . w per 32-bit lane (int16 pairs).
+HWY_INLINE __m512i DpWssd(__m512i acc, __m512i v, __m512i w) {
+  asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(v), "v"(w));
+  return acc;
+}
+
+// acc_r[0, dim) += step_r * sum_t c_rt v_t for kRows rows; codes of row r at
+// codes + r * 2 kAttnScoreStride (int16), v[t] the V row of position t.
+// dim is a multiple of 64. Lanes hold dims in the order unpacklo/hi leave
+// them; a permute per 16 dims restores it once per tile.
+template <size_t kRows>
+HWY_NOINLINE void AccumulateTileVnni(const int16_t* codes, const float* step,
+                                     size_t n, const uint8_t* const* v,
+                                     size_t dim, float* acc,
+                                     size_t acc_stride) {
+  constexpr size_t CS = 2 * detail::kAttnScoreStride;
+  const __m512i idx_lo =
+      _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
+  const __m512i idx_hi = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 27,
+                                          26, 25, 24, 11, 10, 9, 8);
+  for (size_t g = 0; g < dim; g += 64) {
+    const __m512i z = _mm512_setzero_si512();
+    __m512i a0 = z, a1 = z, a2 = z, a3 = z, b0 = z, b1 = z, b2 = z, b3 = z;
+    __m512i c0 = z, c1 = z, c2 = z, c3 = z, e0 = z, e1 = z, e2 = z, e3 = z;
+    for (size_t t = 0; t < n; t += 2) {
+      // An odd n pairs the last row with itself; its partner code is 0.
+      const uint8_t* v0 = v[t] + g;
+      const uint8_t* v1 = v[std::min(t + 1, n - 1)] + g;
+      const __m512i x0 = _mm512_cvtepi8_epi16(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v0)));
+      const __m512i y0 = _mm512_cvtepi8_epi16(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v1)));
+      const __m512i x1 = _mm512_cvtepi8_epi16(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v0 + 32)));
+      const __m512i y1 = _mm512_cvtepi8_epi16(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v1 + 32)));
+      const __m512i l0 = _mm512_unpacklo_epi16(x0, y0);
+      const __m512i h0 = _mm512_unpackhi_epi16(x0, y0);
+      const __m512i l1 = _mm512_unpacklo_epi16(x1, y1);
+      const __m512i h1 = _mm512_unpackhi_epi16(x1, y1);
+      // The pair (c_t, c_t+1) is broadcast once per row, for 4 products.
+#define QKERN_ATTN_PV_ROW(r, A)                \
+  if constexpr (kRows > r) {                   \
+    int32_t pair;                              \
+    memcpy(&pair, codes + r * CS + t, 4);      \
+    const __m512i w = _mm512_set1_epi32(pair); \
+    A##0 = DpWssd(A##0, l0, w);                \
+    A##1 = DpWssd(A##1, h0, w);                \
+    A##2 = DpWssd(A##2, l1, w);                \
+    A##3 = DpWssd(A##3, h1, w);                \
+  }
+      QKERN_ATTN_PV_ROW(0, a)
+      QKERN_ATTN_PV_ROW(1, b)
+      QKERN_ATTN_PV_ROW(2, c)
+      QKERN_ATTN_PV_ROW(3, e)
+#undef QKERN_ATTN_PV_ROW
+    }
+    auto flush = [&](size_t r, __m512i s0, __m512i s1, __m512i s2, __m512i s3) {
+      float* out = acc + r * acc_stride + g;
+      const __m512 f = _mm512_set1_ps(step[r]);
+      auto add = [&](float* o, __m512i sums) {
+        _mm512_storeu_ps(o, _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), f,
+                                            _mm512_loadu_ps(o)));
+      };
+      add(out, _mm512_permutex2var_epi32(s0, idx_lo, s1));
+      add(out + 16, _mm512_permutex2var_epi32(s0, idx_hi, s1));
+      add(out + 32, _mm512_permutex2var_epi32(s2, idx_lo, s3));
+      add(out + 48, _mm512_permutex2var_epi32(s2, idx_hi, s3));
+    };
+    flush(0, a0, a1, a2, a3);
+    if constexpr (kRows > 1) flush(1, b0, b1, b2, b3);
+    if constexpr (kRows > 2) flush(2, c0, c1, c2, c3);
+    if constexpr (kRows > 3) flush(3, e0, e1, e2, e3);
+  }
+}
+
+HWY_INLINE void AccumulateRowsVnni(size_t rows, const int16_t* codes,
+                                   const float* step, size_t n,
+                                   const uint8_t* const* v, size_t dim,
+                                   float* acc, size_t acc_stride) {
+  switch (rows) {
+    case 1:
+      return AccumulateTileVnni<1>(codes, step, n, v, dim, acc, acc_stride);
+    case 2:
+      return AccumulateTileVnni<2>(codes, step, n, v, dim, acc, acc_stride);
+    case 3:
+      return AccumulateTileVnni<3>(codes, step, n, v, dim, acc, acc_stride);
+    default:
+      return AccumulateTileVnni<4>(codes, step, n, v, dim, acc, acc_stride);
+  }
+}
+
+#endif  // HWY_TARGET == HWY_AVX3_DL
+
+#undef QKERN_ATTN_FOR_ROWS
+
+// Online-softmax step of one row over one tile, in two halves (the caller
+// updates m, l and the row's acc in between).
+//
+// SoftmaxTileLogits: on entry s[0, n) holds raw dots; `k_mult` (padded, or
+// null for the uniform `scale`) scales them, unless `prescaled`. Positions
+// outside [begin, end) are masked to -inf (the mask work is skipped when the
+// whole tile is valid). Returns the tile's largest logit; when all are
+// masked, -inf with s = 0 through the last vector (weights of a row that
+// skips the tile).
+HWY_INLINE float SoftmaxTileLogits(float* HWY_RESTRICT s, size_t n,
+                                   size_t begin, size_t end,
+                                   const float* k_mult, float scale,
+                                   bool prescaled, float softcap) {
   const DAttn d;
   const size_t N = hn::Lanes(d);
-  if (begin >= end) {
-    for (size_t j = 0; j < n; ++j) s[j] = 0.0f;
-    return 1.0f;
-  }
   const float neg_inf = -std::numeric_limits<float>::infinity();
+  if (begin >= end) {
+    // Through the last vector: the integer p.v reads whole vectors.
+    for (size_t j = 0; j < (n + N - 1) / N * N; ++j) s[j] = 0.0f;
+    return neg_inf;
+  }
   const VAttn v_neg_inf = hn::Set(d, neg_inf);
   const VAttn v_begin = hn::Set(d, static_cast<float>(begin));
   const VAttn v_end = hn::Set(d, static_cast<float>(end));
   const VAttn v_scale = hn::Set(d, scale);
   const VAttn v_cap = hn::Set(d, softcap);
   const VAttn v_inv_cap = hn::Set(d, softcap > 0.0f ? 1.0f / softcap : 0.0f);
+  // Columns past n hold leftovers of the dot kernels: a full tile still
+  // masks its last partial vector.
+  const bool full = begin == 0 && end == n && n % N == 0;
+  // Logits the dot kernel already finished need no store back.
+  const bool unchanged = full && prescaled && !(softcap > 0.0f);
   VAttn v_max = v_neg_inf;
   for (size_t j = 0; j < n; j += N) {
     VAttn x = hn::LoadU(d, s + j);
-    x = hn::Mul(x, k_mult != nullptr ? hn::LoadU(d, k_mult + j) : v_scale);
+    if (!prescaled) {
+      x = hn::Mul(x, k_mult != nullptr ? hn::LoadU(d, k_mult + j) : v_scale);
+    }
     if (softcap > 0.0f) x = hn::Mul(v_cap, hn::Tanh(d, hn::Mul(x, v_inv_cap)));
-    const VAttn index = hn::Iota(d, static_cast<float>(j));
-    const auto valid = hn::And(hn::Ge(index, v_begin), hn::Lt(index, v_end));
-    x = hn::IfThenElse(valid, x, v_neg_inf);
-    hn::StoreU(x, d, s + j);
+    if (!full) {
+      const VAttn index = hn::Iota(d, static_cast<float>(j));
+      const auto valid = hn::And(hn::Ge(index, v_begin), hn::Lt(index, v_end));
+      x = hn::IfThenElse(valid, x, v_neg_inf);
+    }
+    if (!unchanged) hn::StoreU(x, d, s + j);
     v_max = hn::Max(v_max, x);
   }
-  const float m_old = *m;
-  const float m_new = std::max(m_old, hn::GetLane(hn::MaxOfLanes(d, v_max)));
-  float alpha = 1.0f;
-  if (m_old == neg_inf) {
-    alpha = 0.0f;
-  } else if (m_new != m_old) {
-    alpha = std::exp(m_old - m_new);
-  }
+  return hn::GetLane(hn::MaxOfLanes(d, v_max));
+}
+
+// Second half: s[0, n) = p = exp(logit - m_new), times `v_mult` when given
+// (int8 V scales). Returns the sum of p (before v_mult). Masked positions
+// give exactly 0.
+HWY_INLINE float SoftmaxTileWeights(float* HWY_RESTRICT s, size_t n,
+                                    float m_new, const float* v_mult) {
+  const DAttn d;
+  const size_t N = hn::Lanes(d);
   const VAttn v_m = hn::Set(d, m_new);
   // Masked lanes become -128 here, which Exp maps to exactly 0.
   const VAttn v_floor = hn::Set(d, -128.0f);
@@ -549,9 +967,7 @@ HWY_INLINE float SoftmaxTileRow(float* HWY_RESTRICT s, size_t n, size_t begin,
     hn::StoreU(v_mult != nullptr ? hn::Mul(e, hn::LoadU(d, v_mult + j)) : e, d,
                s + j);
   }
-  *l = *l * alpha + SumLanes(v_sum);
-  *m = m_new;
-  return alpha;
+  return SumLanes(v_sum);
 }
 
 // x[0, n) *= factor.
@@ -584,13 +1000,15 @@ HWY_INLINE void ScaledCopy(const float* HWY_RESTRICT x, size_t n, float factor,
 }
 
 // Runs one task: kv head `kv_head`, query tile `q_tile_index`, KV split
-// `split`. `scores` holds plan.rows * kAttnScoreStride floats, `state`
-// plan.state_floats (acc rows, then m, then l). With `finalize` the
-// normalised rows go to out; otherwise the state is left for the merge.
+// `split`. `scores` holds plan.rows * kAttnScoreStride floats, `qcodes`
+// plan.qcode_floats, `state` plan.state_floats (acc rows, then m, then l).
+// With `finalize` the normalised rows go to out; otherwise the state is left
+// for the merge.
 template <KvFormat kFormat>
 HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
                                 size_t q_tile_index, size_t split,
                                 float* HWY_RESTRICT scores,
+                                float* HWY_RESTRICT qcodes,
                                 float* HWY_RESTRICT state, bool finalize) {
   constexpr size_t S = detail::kAttnScoreStride;
   constexpr bool kScaled = kFormat == KvFormat::kInt8;
@@ -637,6 +1055,26 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
     hi = std::min(hi, b1 * bt);
   }
 
+  // Integer q.k: the rows' query codes, then their corrections and steps.
+  const bool int_dot = UseInt8IntegerDot(kFormat, dim);
+#if HWY_TARGET == HWY_AVX3_DL
+  uint8_t* q_codes = reinterpret_cast<uint8_t*>(qcodes);
+  int32_t* q_corr =
+      reinterpret_cast<int32_t*>(q_codes + plan.rows * QueryCodeBytes(dim));
+  float* q_step = reinterpret_cast<float*>(q_corr + plan.rows);
+  if (int_dot) {
+    for (size_t r = 0; r < rows; ++r) {
+      QuantizeQueryRow(q_row(r), dim, q_codes + r * QueryCodeBytes(dim),
+                       q_corr + r, q_step + r);
+    }
+  }
+#else
+  (void)qcodes;
+#endif
+
+  const VAttn v_attn_scale = hn::Set(DAttn(), p.scale);
+  // Integer p.v: the V row of each position of the tile.
+  const uint8_t* v_ptrs[detail::kAttnTileTokens];
   HWY_ALIGN float k_mult[S];
   HWY_ALIGN float v_mult[S];
   if constexpr (kScaled) {
@@ -667,10 +1105,18 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
         t0, t1,
         [&](const uint8_t* block, size_t slot, size_t col, size_t count) {
           if constexpr (kScaled) {
-            memcpy(
-                k_mult + col,
-                block + layout.ScaleOffset(c.layer, kv_head, KvPart::kK, slot),
-                count * sizeof(float));
+            // k_mult = row scale * attention scale (one product, as before).
+            const uint8_t* k_scales =
+                block + layout.ScaleOffset(c.layer, kv_head, KvPart::kK, slot);
+            const DAttn d;
+            const size_t N = hn::Lanes(d);
+            const float* k_scale_f = reinterpret_cast<const float*>(k_scales);
+            size_t j = 0;
+            for (; j + N <= count; j += N) {
+              hn::StoreU(hn::Mul(hn::LoadU(d, k_scale_f + j), v_attn_scale), d,
+                         k_mult + col + j);
+            }
+            for (; j < count; ++j) k_mult[col + j] = k_scale_f[j] * p.scale;
             memcpy(
                 v_mult + col,
                 block + layout.ScaleOffset(c.layer, kv_head, KvPart::kV, slot),
@@ -678,6 +1124,13 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
           }
           const uint8_t* k_rows =
               block + layout.RowOffset(c.layer, kv_head, KvPart::kK, slot);
+          if (int_dot) {
+            const uint8_t* v_seg =
+                block + layout.RowOffset(c.layer, kv_head, KvPart::kV, slot);
+            for (size_t j = 0; j < count; ++j) {
+              v_ptrs[col + j] = v_seg + j * row_bytes;
+            }
+          }
           // The same positions one tile later, when they are needed and lie in
           // one block.
           const uint8_t* k_ahead = nullptr;
@@ -703,6 +1156,23 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
                                                              ahead % bt));
             }
           }
+#if HWY_TARGET == HWY_AVX3_DL
+          if (int_dot) {
+            for (size_t r0 = 0; r0 < rows; r0 += 4) {
+              const size_t group_rows = std::min<size_t>(4, rows - r0);
+              const uint8_t* qc[4];
+              for (size_t j = 0; j < 4; ++j) {
+                qc[j] = q_codes + (r0 + std::min(j, group_rows - 1)) *
+                                      QueryCodeBytes(dim);
+              }
+              DotRowsInt8Vnni(group_rows, qc, q_corr + r0, q_step + r0,
+                              k_mult + col, dim, k_rows, row_bytes, count,
+                              scores + r0 * S + col,
+                              r0 == 0 ? k_ahead : nullptr, v_ahead);
+            }
+            return;
+          }
+#endif
           for (size_t r0 = 0; r0 < rows; r0 += kDotRows) {
             const size_t group_rows = std::min(kDotRows, rows - r0);
             const float* q_ptrs[4];
@@ -714,19 +1184,42 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
                              v_ahead);
           }
         });
-    if constexpr (kScaled) {
-      for (size_t j = 0; j < n; ++j) k_mult[j] *= p.scale;
-    }
     for (size_t r = 0; r < rows; ++r) {
       const size_t pos = query_pos(r);
       const size_t first = AttentionWindowBegin(p, pos);
       const size_t begin = first > t0 ? first - t0 : 0;
       const size_t end = std::min(pos + 1 > t0 ? pos + 1 - t0 : 0, n);
-      const float alpha = SoftmaxTileRow(
+      const float tile_max = SoftmaxTileLogits(
           scores + r * S, n, begin, end, kScaled ? k_mult : nullptr, p.scale,
-          p.softcap, kScaled ? v_mult : nullptr, m + r, l + r);
+          /*prescaled=*/int_dot, p.softcap);
+      if (tile_max == neg_inf) continue;  // weights are all 0
+      const float m_old = m[r];
+      const float m_new = std::max(m_old, tile_max);
+      // exp(-inf) = 0 for a row's first tile; exactly 1 when the max stayed
+      // (the usual case once a row has seen its largest logits).
+      const float alpha = m_new == m_old ? 1.0f : std::exp(m_old - m_new);
+      const float sum = SoftmaxTileWeights(scores + r * S, n, m_new,
+                                           kScaled ? v_mult : nullptr);
+      l[r] = l[r] * alpha + sum;
+      m[r] = m_new;
       if (alpha != 1.0f) ScaleRow(acc + r * acc_stride, dim, alpha);
     }
+#if HWY_TARGET == HWY_AVX3_DL
+    if (int_dot) {
+      float p_step[4];
+      for (size_t r0 = 0; r0 < rows; r0 += 4) {
+        const size_t group_rows = std::min<size_t>(4, rows - r0);
+        for (size_t r = 0; r < group_rows; ++r) {
+          p_step[r] = QuantizeWeightsRow(scores + (r0 + r) * S, n);
+        }
+        AccumulateRowsVnni(
+            group_rows, reinterpret_cast<const int16_t*>(scores + r0 * S),
+            p_step, n, v_ptrs, dim, acc + r0 * acc_stride, acc_stride);
+      }
+      t0 = t1;
+      continue;
+    }
+#endif
     for_each_segment(
         t0, t1,
         [&](const uint8_t* block, size_t slot, size_t col, size_t count) {
@@ -810,9 +1303,12 @@ HWY_INLINE void AttentionForFormat(const detail::AttentionCall& c) {
     const size_t q_tile = plan.q_tiles - 1 - task / (plan.splits * kv_heads);
     float* scratch = worker_scratch + worker * plan.worker_floats;
     float* scores = scratch;
+    float* qcodes =
+        scratch + detail::AttnRoundUp16(plan.rows * detail::kAttnScoreStride);
     float* state = split ? partials + task * plan.state_floats
                          : scratch + (plan.worker_floats - plan.state_floats);
-    AttentionTask<kFormat>(c, kv_head, q_tile, s, scores, state, !split);
+    AttentionTask<kFormat>(c, kv_head, q_tile, s, scores, qcodes, state,
+                           !split);
   });
   if (!split) return;
   ParallelFor(c.runner, kv_heads * plan.q_tiles, [&](size_t i, size_t) {

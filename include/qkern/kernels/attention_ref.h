@@ -75,6 +75,8 @@ struct AttentionTerms {
   std::vector<double> logit_abs;
   // Per output element: sum_t p_t |v_td|, p the softmax weights.
   std::vector<double> out_abs;
+  // Per (query, q head): sum_t p_t max_d |v_td|.
+  std::vector<double> weighted_amax;
 };
 
 // q: num_queries x (row stride q_stride), head h at h * head_dim.
@@ -96,6 +98,7 @@ inline void Attention(const AttentionParams& p, const float* q,
     terms->dot_abs.assign(num_queries * p.num_q_heads, 0.0);
     terms->logit_abs.assign(num_queries * p.num_q_heads, 0.0);
     terms->out_abs.assign(num_queries * p.num_q_heads * dim, 0.0);
+    terms->weighted_amax.assign(num_queries * p.num_q_heads, 0.0);
   }
   std::vector<double> scores(num_queries * kv_len);
   for (size_t h = 0; h < p.num_q_heads; ++h) {
@@ -148,9 +151,14 @@ inline void Attention(const AttentionParams& p, const float* q,
         if (row[t] == neg_inf) continue;
         const double weight = exp(row[t] - max) / denom;
         const float* vt = v + t * kv_row + kv_head * dim;
+        double amax = 0.0;
         for (size_t d = 0; d < dim; ++d) {
           o[d] += weight * vt[d];
           if (o_abs != nullptr) o_abs[d] += weight * fabs(vt[d]);
+          amax = std::max(amax, fabs(static_cast<double>(vt[d])));
+        }
+        if (terms != nullptr) {
+          terms->weighted_amax[i * p.num_q_heads + h] += weight * amax;
         }
       }
     }

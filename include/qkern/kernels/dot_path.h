@@ -13,6 +13,11 @@ namespace qkern {
 enum DotPathBits : uint32_t {
   kDotPathArmDotprod = 1u << 0,  // SDOT (ARMv8.2 dotprod)
   kDotPathArmI8mm = 1u << 1,     // USDOT (ARMv8.6 i8mm)
+  // USMMLA (NEON) / svusmmla (SVE) on the 8-byte-row panel layout; needs
+  // i8mm too. Off, an i8mm CPU packs the 4-byte-quad layout and runs USDOT
+  // (NEON) or svdot (SVE). Read when weights are packed: weights packed
+  // under another mask are refused by MatMul, not misread.
+  kDotPathArmMmla = 1u << 2,
   kDotPathAll = ~0u,
 };
 

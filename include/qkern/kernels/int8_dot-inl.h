@@ -10,6 +10,12 @@
 // (NEON with dotprod / i8mm, chosen at run time), SVE sdot, and plain lane
 // arithmetic elsewhere. The dotprod/i8mm/VNNI instructions are emitted with
 // inline asm so that no function needs target attributes beyond Highway's.
+//
+// Arm i8mm also has a 2x2 int8 matrix multiply (USMMLA, SVE svusmmla) that
+// does twice the work of USDOT per instruction; it needs its own weight
+// layout (PanelLayout::kMmla8), so its wrapper (MmlaNeon / MmlaSve) is used
+// by matmul_mmla-inl.h, and UseMmla() says whether the running CPU and the
+// dot path mask select it.
 
 #if defined(QKERN_KERNELS_INT8_DOT_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef QKERN_KERNELS_INT8_DOT_INL_H_
@@ -25,7 +31,10 @@
 
 #include "qkern/kernels/dot_path.h"
 
-#if HWY_TARGET == HWY_NEON && defined(__linux__)
+#if (HWY_TARGET == HWY_NEON || HWY_TARGET == HWY_SVE ||       \
+     HWY_TARGET == HWY_SVE2 || HWY_TARGET == HWY_SVE_256 ||     \
+     HWY_TARGET == HWY_SVE2_128) &&                             \
+    defined(__linux__)
 #include <sys/auxv.h>
 #endif
 
@@ -213,6 +222,25 @@ struct DotNeonUsdot {
 };
 using DotDefault = DotNeonPlain;
 
+// ARMv8.6 i8mm: USMMLA. Per 128 bits, u and x are each 2 rows x 8 bytes and
+//   acc[2i + j] += sum_{k<8} u[8i + k] * x[8j + k]
+// (u unsigned, x signed; exact in int32).
+struct MmlaNeon {
+  static constexpr const char* kName = "neon-i8mm-usmmla";
+  static HWY_INLINE VI32 Acc(VI32 acc, VU8 u, VI8 x) {
+    int32x4_t r = acc.raw;
+    // USMMLA Vd.4S, Vn.16B, Vm.16B
+    asm(QKERN_ASM_VREG_NUMBER("qkern_rd", "%0")
+            QKERN_ASM_VREG_NUMBER("qkern_rn", "%1")
+                QKERN_ASM_VREG_NUMBER("qkern_rm", "%2")
+        ".inst 0x4e80ac00 | (qkern_rm << 16) | (qkern_rn << 5) | qkern_rd"
+        : "+w"(r)
+        : "w"(u.raw), "w"(x.raw));
+    return VI32{r};
+  }
+};
+using MmlaOp = MmlaNeon;
+
 #elif HWY_TARGET == HWY_SVE || HWY_TARGET == HWY_SVE2 || \
     HWY_TARGET == HWY_SVE_256 || HWY_TARGET == HWY_SVE2_128
 
@@ -232,6 +260,33 @@ struct DotSve {
 };
 using DotDefault = DotSve;
 
+#ifndef QKERN_ASM_ZREG_NUMBER
+// Sets symbol `var` to the number of SVE register `reg` ("z0".."z31"), as
+// QKERN_ASM_VREG_NUMBER does for NEON registers.
+#define QKERN_ASM_ZREG_NUMBER(var, reg)                                  \
+  ".irp n,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23," \
+  "24,25,26,27,28,29,30,31\n.ifc " reg ",z\\n\n.set " var                \
+  ", \\n\n.endif\n.endr\n"
+#endif
+
+// SVE i8mm: USMMLA on every 128-bit segment (same 2x2 tile as MmlaNeon).
+// GCC 12 accepts svusmmla_s32 only under +i8mm, and binutils 2.40 then
+// rejects the SVE form on an armv8-a base, so it is a raw .inst encoding.
+struct MmlaSve {
+  static constexpr const char* kName = "sve-i8mm-usmmla";
+  static HWY_INLINE VI32 Acc(VI32 acc, VU8 u, VI8 x) {
+    // USMMLA Zda.S, Zn.B, Zm.B
+    asm(QKERN_ASM_ZREG_NUMBER("qkern_zd", "%0")
+            QKERN_ASM_ZREG_NUMBER("qkern_zn", "%1")
+                QKERN_ASM_ZREG_NUMBER("qkern_zm", "%2")
+        ".inst 0x45809800 | (qkern_zm << 16) | (qkern_zn << 5) | qkern_zd"
+        : "+w"(acc)
+        : "w"(u), "w"(x));
+    return acc;
+  }
+};
+using MmlaOp = MmlaSve;
+
 #else
 using DotDefault = DotLanes;
 #endif
@@ -239,23 +294,66 @@ using DotDefault = DotLanes;
 
 #if HWY_TARGET == HWY_NEON
 // NEON is one Highway target, but dotprod (ARMv8.2) and i8mm (ARMv8.6) are
-// optional: detect once, honour the test mask.
-HWY_INLINE uint32_t NeonDotFeatures() {
+// optional: detect once.
+HWY_INLINE uint32_t NeonHardwareDotFeatures() {
 #if defined(__linux__)
   static const uint32_t features = [] {
     uint32_t f = 0;
     const unsigned long hwcap = getauxval(AT_HWCAP);
     const unsigned long hwcap2 = getauxval(AT_HWCAP2);
     if (hwcap & (1ul << 20)) f |= kDotPathArmDotprod;  // HWCAP_ASIMDDP
-    if (hwcap2 & (1ul << 13)) f |= kDotPathArmI8mm;    // HWCAP2_I8MM
+    if (hwcap2 & (1ul << 13)) {                         // HWCAP2_I8MM
+      f |= kDotPathArmI8mm | kDotPathArmMmla;
+    }
     return f;
   }();
-  return features & DotPathMask();
+  return features;
+#else
+  return 0;
+#endif
+}
+// What the CPU has and the test mask allows.
+HWY_INLINE uint32_t NeonDotFeatures() {
+  return NeonHardwareDotFeatures() & DotPathMask();
+}
+#endif
+
+#if HWY_TARGET == HWY_SVE || HWY_TARGET == HWY_SVE2 || \
+    HWY_TARGET == HWY_SVE_256 || HWY_TARGET == HWY_SVE2_128
+// svdot is base SVE; the SVE form of i8mm is optional (A64FX lacks it).
+HWY_INLINE uint32_t SveHardwareDotFeatures() {
+#if defined(__linux__)
+  static const uint32_t features = [] {
+    const unsigned long hwcap2 = getauxval(AT_HWCAP2);
+    return (hwcap2 & (1ul << 9))  // HWCAP2_SVEI8MM
+               ? uint32_t{kDotPathArmI8mm | kDotPathArmMmla}
+               : uint32_t{0};
+  }();
+  return features;
 #else
   return 0;
 #endif
 }
 #endif
+
+// True where this target has an MMLA wrapper and the CPU has i8mm.
+HWY_INLINE bool MmlaSupported() {
+#if HWY_TARGET == HWY_NEON
+  return (NeonHardwareDotFeatures() & kDotPathArmMmla) != 0;
+#elif HWY_TARGET == HWY_SVE || HWY_TARGET == HWY_SVE2 || \
+    HWY_TARGET == HWY_SVE_256 || HWY_TARGET == HWY_SVE2_128
+  return (SveHardwareDotFeatures() & kDotPathArmMmla) != 0;
+#else
+  return false;
+#endif
+}
+
+// True when the matmul should pack PanelLayout::kMmla8 and run MMLA: the CPU
+// has it and the dot path mask allows both i8mm and the MMLA sub-path.
+HWY_INLINE bool UseMmla() {
+  const uint32_t need = kDotPathArmI8mm | kDotPathArmMmla;
+  return MmlaSupported() && (DotPathMask() & need) == need;
+}
 
 // Calls func(Dot{}) with the best int8 dot implementation this CPU allows
 // (chosen at run time only inside the NEON target).
@@ -272,6 +370,11 @@ HWY_INLINE void WithBestDot(const Func& func) {
 }
 
 HWY_INLINE const char* DotPathName() {
+#if HWY_TARGET == HWY_NEON || HWY_TARGET == HWY_SVE || \
+    HWY_TARGET == HWY_SVE2 || HWY_TARGET == HWY_SVE_256 || \
+    HWY_TARGET == HWY_SVE2_128
+  if (UseMmla()) return MmlaOp::kName;
+#endif
   const char* name = "";
   WithBestDot([&](auto dot) { name = decltype(dot)::kName; });
   return name;

@@ -24,12 +24,13 @@
 #include <string.h>
 
 #include <algorithm>
+#include <type_traits>
 
-#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 #include "qkern/kernels/int8_dot-inl.h"
 #include "qkern/kernels/quantize_activations-inl.h"
+#include "qkern/kernels/matmul_tiling-inl.h"
 #include "qkern/kernels/matmul_types.h"
 #include "qkern/quant/packed_weights.h"
 #include "qkern/threading/parallel.h"
@@ -61,6 +62,7 @@ template <class Dot, uint32_t kBits, size_t kMR>
 HWY_NOINLINE void PanelTile(const PackedWeights& w, const uint8_t* HWY_RESTRICT panel,
                             const ActivationBlocks& a, size_t m0, size_t g_begin,
                             size_t g_end, bool accumulate,
+                            bool /*stream_ahead*/, PrefetchSlice /*next*/,
                             float* HWY_RESTRICT tile) {
   const size_t R = w.panel_rows;
   const size_t k = a.k;
@@ -112,25 +114,19 @@ HWY_NOINLINE void PanelTile(const PackedWeights& w, const uint8_t* HWY_RESTRICT 
 
 #else  // HWY_TARGET != HWY_SCALAR
 
-// How far ahead of the current sub-block the weight stream is prefetched.
-// Decode reads each weight byte once, and the hardware prefetchers alone let
-// the GEMV reach ~83% of the read roof on Zen 5; 8 KiB ahead (a few memory
-// latencies of bytes at full bandwidth) brings it to ~95%.
-#ifndef QKERN_PREFETCH_BYTES
-#define QKERN_PREFETCH_BYTES 8192
-#endif
-constexpr size_t kPrefetchBytes = QKERN_PREFETCH_BYTES;
+
 
 #define QKERN_FOR_ROWS(X) X(0) X(1) X(2) X(3)
 
 // Computes the kMR x R tile for activation rows [m0, m0 + kMR) and one panel
 // over groups [g_begin, g_end) of K into tile[kMR][R] (row-major, stride R),
-// adding to what tile holds if `accumulate`.
+// adding to what tile holds if `accumulate`. It prefetches kPrefetchBytes
+// ahead of its own stream if `stream_ahead`, else the lines of `next`.
 template <class Dot, uint32_t kBits, size_t kMR>
 HWY_NOINLINE void PanelTile(const PackedWeights& w, const uint8_t* HWY_RESTRICT panel,
                             const ActivationBlocks& a, size_t m0, size_t g_begin,
-                            size_t g_end, bool accumulate,
-                            float* HWY_RESTRICT tile) {
+                            size_t g_end, bool accumulate, bool stream_ahead,
+                            PrefetchSlice next, float* HWY_RESTRICT tile) {
   static_assert(kMR >= 1 && kMR <= 4, "tile height 1..4");
   const DI32 d32;
   const hn::Repartition<float, DI32> df;
@@ -145,6 +141,7 @@ HWY_NOINLINE void PanelTile(const PackedWeights& w, const uint8_t* HWY_RESTRICT 
   const size_t sub_bytes = w.SubBlockBytes();
   const size_t group_bytes = w.GroupBytes();
   const float offset = -static_cast<float>(w.sym_offset);
+  const bool has_min = w.has_min;
   const VU8 low_nibbles = hn::Set(du8, 0x0F);
 
   const int8_t* HWY_RESTRICT x0 = a.codes + (m0 + 0) * k;
@@ -162,6 +159,7 @@ HWY_NOINLINE void PanelTile(const PackedWeights& w, const uint8_t* HWY_RESTRICT 
   QKERN_FOR_ROWS(QKERN_DECLARE_Y)
 #undef QKERN_DECLARE_Y
 
+  TilePrefetcher prefetcher(stream_ahead, next, (g_end - g_begin) * subs_per_group);
   const uint8_t* HWY_RESTRICT group_ptr = panel + g_begin * group_bytes;
   for (size_t g = g_begin; g < g_end; ++g, group_ptr += group_bytes) {
     const hwy::float16_t* d_ptr = reinterpret_cast<const hwy::float16_t*>(
@@ -172,11 +170,7 @@ HWY_NOINLINE void PanelTile(const PackedWeights& w, const uint8_t* HWY_RESTRICT 
       const size_t blk = g * subs_per_group + s;
       const uint8_t* HWY_RESTRICT q = group_ptr + s * sub_bytes;
       const size_t xo = blk * kQuantBlock;
-      if (kPrefetchBytes != 0) {
-        for (size_t line = 0; line < sub_bytes; line += 64) {
-          hwy::Prefetch(q + kPrefetchBytes + line);
-        }
-      }
+      prefetcher.BeforeSubBlock(q, sub_bytes);
 #define QKERN_DECLARE_ACC(m) auto a##m##0 = hn::Zero(d32); auto a##m##1 = hn::Zero(d32);
       QKERN_FOR_ROWS(QKERN_DECLARE_ACC)
 #undef QKERN_DECLARE_ACC
@@ -218,40 +212,25 @@ HWY_NOINLINE void PanelTile(const PackedWeights& w, const uint8_t* HWY_RESTRICT 
       }
 #define QKERN_SCALE(m)                                                     \
   if constexpr (kMR > m) {                                                 \
-    const auto dx = hn::Set(df, a.scale[(m0 + m) * blocks_per_row + blk]); \
-    y##m##0 = hn::MulAdd(hn::ConvertTo(df, a##m##0), hn::Mul(d_lo, dx), y##m##0); \
-    y##m##1 = hn::MulAdd(hn::ConvertTo(df, a##m##1), hn::Mul(d_hi, dx), y##m##1); \
+    const size_t ab = (m0 + m) * blocks_per_row + blk;                     \
+    AddSubBlock(has_min, d_lo, d_hi, a.scale[ab], offset * a.scaled_sum[ab], \
+                a##m##0, a##m##1, y##m##0, y##m##1);                       \
   }
       QKERN_FOR_ROWS(QKERN_SCALE)
 #undef QKERN_SCALE
     }
-    // Zero-point term: m * sum over the group of dx * sum(codes).
-    const float* ss_base = a.scaled_sum + g * subs_per_group;
-    if (w.has_min) {
+    if (has_min) {
+      // Zero-point term: m * sum over the group of dx * sum(codes).
+      const float* ss_base = a.scaled_sum + g * subs_per_group;
       const auto m_lo = hn::PromoteTo(df, hn::LoadU(df16, d_ptr + R));
       const auto m_hi = hn::PromoteTo(df, hn::LoadU(df16, d_ptr + R + L));
-#define QKERN_MIN(m)                                                  \
-  if constexpr (kMR > m) {                                            \
-    const float* ss = ss_base + (m0 + m) * blocks_per_row;            \
-    float sum = 0.0f;                                                 \
-    for (size_t s = 0; s < subs_per_group; ++s) sum += ss[s];         \
-    y##m##0 = hn::MulAdd(m_lo, hn::Set(df, sum), y##m##0);            \
-    y##m##1 = hn::MulAdd(m_hi, hn::Set(df, sum), y##m##1);            \
+#define QKERN_MIN(m)                                                     \
+  if constexpr (kMR > m) {                                               \
+    AddGroupMin(m_lo, m_hi, ss_base + (m0 + m) * blocks_per_row,         \
+                subs_per_group, y##m##0, y##m##1);                       \
   }
       QKERN_FOR_ROWS(QKERN_MIN)
 #undef QKERN_MIN
-    } else {
-#define QKERN_OFFSET(m)                                               \
-  if constexpr (kMR > m) {                                            \
-    const float* ss = ss_base + (m0 + m) * blocks_per_row;            \
-    float sum = 0.0f;                                                 \
-    for (size_t s = 0; s < subs_per_group; ++s) sum += ss[s];         \
-    const auto term = hn::Set(df, offset * sum);                      \
-    y##m##0 = hn::MulAdd(d_lo, term, y##m##0);                        \
-    y##m##1 = hn::MulAdd(d_hi, term, y##m##1);                        \
-  }
-      QKERN_FOR_ROWS(QKERN_OFFSET)
-#undef QKERN_OFFSET
     }
   }
 #define QKERN_STORE(m)                             \
@@ -266,74 +245,6 @@ HWY_NOINLINE void PanelTile(const PackedWeights& w, const uint8_t* HWY_RESTRICT 
 #undef QKERN_FOR_ROWS
 
 #endif  // HWY_TARGET == HWY_SCALAR
-
-// Copies a computed tile to Y, applying the per-channel row scale and bias.
-HWY_INLINE void StoreTile(const float* HWY_RESTRICT tile, size_t rows,
-                          size_t R, size_t n0, size_t n_valid,
-                          const float* row_scales, const float* bias,
-                          float* y, size_t ldy) {
-  for (size_t m = 0; m < rows; ++m) {
-    const float* t = tile + m * R;
-    float* out = y + m * ldy + n0;
-    for (size_t j = 0; j < n_valid; ++j) {
-      float v = t[j];
-      if (row_scales != nullptr) v *= row_scales[n0 + j];
-      if (bias != nullptr) v += bias[n0 + j];
-      out[j] = v;
-    }
-  }
-}
-
-// Upper bound of PanelRows() over all targets of this build.
-constexpr size_t kMaxPanelRows = HWY_MAX(8, 2 * HWY_MAX_BYTES / 4);
-
-// Tile heights: 4 rows reuse each unpacked weight vector four times while
-// keeping 8 int32 + 8 f32 accumulators in registers on every target.
-constexpr size_t kTileRows = 4;
-// Activation rows per task in prefill: their codes (K bytes each) stay in L2
-// while a task walks its panels.
-constexpr size_t kRowsPerTask = 64;
-// Prefill walks K in chunks of about this many bytes of one panel, so the
-// chunk stays in L1 while every row tile of the task reuses it (without it,
-// each 4-row tile would stream the whole panel from L2 again).
-constexpr size_t kChunkBytes = 16 * 1024;
-
-template <class Dot, uint32_t kBits>
-HWY_INLINE void RunTiles(const PackedWeights& w, const ActivationBlocks& a,
-                         size_t m_begin, size_t m_end, size_t p_begin,
-                         size_t p_end, const MatMulCall& call) {
-  // Partial sums of all rows of the task for one panel.
-  HWY_ALIGN float acc[kRowsPerTask * kMaxPanelRows];
-  const size_t R = w.panel_rows;
-  const size_t groups = w.cols / w.group_size;
-  const size_t rows = m_end - m_begin;
-  // Decode reads each weight once: no reuse, so no chunking.
-  const size_t chunk = rows <= 1 ? groups
-                                 : HWY_MIN(groups, HWY_MAX(size_t{1},
-                                                           kChunkBytes / w.GroupBytes()));
-  for (size_t p = p_begin; p < p_end; ++p) {
-    const uint8_t* panel = w.Panel(p);
-    for (size_t g0 = 0; g0 < groups; g0 += chunk) {
-      const size_t g1 = HWY_MIN(groups, g0 + chunk);
-      const bool accumulate = g0 != 0;
-      size_t m = m_begin;
-      for (; m + kTileRows <= m_end; m += kTileRows) {
-        PanelTile<Dot, kBits, kTileRows>(w, panel, a, m, g0, g1, accumulate,
-                                        acc + (m - m_begin) * R);
-      }
-      float* rest_acc = acc + (m - m_begin) * R;
-      switch (m_end - m) {
-        case 1: PanelTile<Dot, kBits, 1>(w, panel, a, m, g0, g1, accumulate, rest_acc); break;
-        case 2: PanelTile<Dot, kBits, 2>(w, panel, a, m, g0, g1, accumulate, rest_acc); break;
-        case 3: PanelTile<Dot, kBits, 3>(w, panel, a, m, g0, g1, accumulate, rest_acc); break;
-        default: break;
-      }
-    }
-    const size_t n0 = p * R;
-    StoreTile(acc, rows, R, n0, HWY_MIN(R, w.rows - n0), w.row_scales,
-              call.bias, call.y + m_begin * call.ldy, call.ldy);
-  }
-}
 
 template <class Dot>
 HWY_INLINE void MatMulWithDot(const MatMulCall& call) {
@@ -360,33 +271,29 @@ HWY_INLINE void MatMulWithDot(const MatMulCall& call) {
     });
   }
 
-  // Tasks: (row block) x (panel chunk). Enough chunks per worker to balance
-  // uneven panel counts, but each chunk long enough to stream well.
-  const size_t workers = NumWorkers(call.runner);
-  const size_t row_blocks = (call.m + kRowsPerTask - 1) / kRowsPerTask;
-  size_t chunks = 1;
-  if (workers > 1) {
-    const size_t want = (4 * workers + row_blocks - 1) / row_blocks;
-    chunks = std::max<size_t>(1, std::min(w.num_panels, want));
-  }
-  const size_t panels_per_chunk = (w.num_panels + chunks - 1) / chunks;
-  chunks = (w.num_panels + panels_per_chunk - 1) / panels_per_chunk;
-  ParallelFor(call.runner, row_blocks * chunks, [&](size_t task, size_t) {
-    const size_t rb = task / chunks;
-    const size_t chunk = task % chunks;
-    const size_t m_begin = rb * kRowsPerTask;
-    const size_t m_end = std::min(call.m, m_begin + kRowsPerTask);
-    const size_t p_begin = chunk * panels_per_chunk;
-    const size_t p_end = std::min(w.num_panels, p_begin + panels_per_chunk);
+  ForEachMatMulTask(call, [&](size_t m_begin, size_t m_end, size_t p_begin,
+                               size_t p_end) {
+    auto run = [&](auto bits) {
+      RunTaskTiles(w, m_begin, m_end, p_begin, p_end, call,
+                   [&](auto rows, const uint8_t* panel, size_t m, size_t g0,
+                       size_t g1, bool accumulate, bool stream_ahead,
+                       PrefetchSlice next, float* acc) {
+                     PanelTile<Dot, decltype(bits)::value, decltype(rows)::value>(
+                         w, panel, a, m, g0, g1, accumulate, stream_ahead, next,
+                         acc);
+                   });
+    };
     if (w.bits == 4) {
-      RunTiles<Dot, 4>(w, a, m_begin, m_end, p_begin, p_end, call);
+      run(std::integral_constant<uint32_t, 4>());
     } else {
-      RunTiles<Dot, 8>(w, a, m_begin, m_end, p_begin, p_end, call);
+      run(std::integral_constant<uint32_t, 8>());
     }
   });
 }
 
 HWY_INLINE void MatMulPacked(const MatMulCall& call) {
+  // Arm i8mm weights (8-byte rows): matmul_mmla-inl.h.
+  if (call.weights->layout == PanelLayout::kMmla8) return MatMulMmla(call);
   WithBestDot([&](auto dot) { MatMulWithDot<decltype(dot)>(call); });
 }
 

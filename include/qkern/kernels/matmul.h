@@ -7,7 +7,11 @@
 //   MatMul(w, x, m, /*ldx=*/K, y, /*ldy=*/N, bias, &ws, &runner);
 //
 // M = 1 is decode (a GEMV streaming the weights once); larger M is prefill.
-// Activations are quantized to int8 per block of 32 on the fly.
+// Activations are quantized to int8 per block of 32 on the fly. Packing
+// picks the panel height and layout the running CPU's kernel reads (4-byte
+// quads for SDOT / USDOT / VNNI / svdot, 8-byte rows for Arm i8mm MMLA), so
+// weights are packed on the machine (and with the dot path mask) that runs
+// them; MatMul refuses weights packed for another.
 #ifndef QKERN_KERNELS_MATMUL_H_
 #define QKERN_KERNELS_MATMUL_H_
 
@@ -26,18 +30,25 @@ namespace qkern {
 // Panel height the running target's kernels expect (see packed_weights.h).
 inline size_t PanelRowsForCurrentTarget() { return detail::DispatchPanelRows(); }
 
+// Panel layout the running target and dot path read: kMmla8 on Arm CPUs with
+// i8mm (NEON and SVE targets; SetDotPathMask can turn it off), else kQuad4.
+inline PanelLayout PanelLayoutForCurrentTarget() {
+  return detail::DispatchPanelLayout();
+}
+
 inline Status PackWeightsForCurrentTarget(
     const QuantizedWeights& w, PackedWeights* out,
     const ParallelRunner* runner = nullptr) {
-  return PackWeights(w, PanelRowsForCurrentTarget(), out, runner);
+  return PackWeights(w, PanelRowsForCurrentTarget(),
+                     PanelLayoutForCurrentTarget(), out, runner);
 }
 
 // Rows of parts[0], parts[1], ... packed as one matrix (e.g. fused QKV).
 inline Status PackStackedWeightsForCurrentTarget(
     const QuantizedWeights* parts, size_t num_parts, PackedWeights* out,
     const ParallelRunner* runner = nullptr) {
-  return PackStackedWeights(parts, num_parts, PanelRowsForCurrentTarget(), out,
-                            runner);
+  return PackStackedWeights(parts, num_parts, PanelRowsForCurrentTarget(),
+                            PanelLayoutForCurrentTarget(), out, runner);
 }
 
 // Reusable scratch for MatMul: grows to the largest call seen, so steady-state
@@ -73,6 +84,15 @@ inline Status ValidateMatMul(const PackedWeights& w, const float* x, size_t m,
                       "running target needs %zu; pack with "
                       "PackWeightsForCurrentTarget",
                       w.panel_rows, PanelRowsForCurrentTarget());
+  }
+  const PanelLayout layout = PanelLayoutForCurrentTarget();
+  if (w.layout != layout) {
+    return MakeStatus(StatusCode::kInvalidArgument,
+                      "MatMul: weights packed in the %s panel layout, but the "
+                      "running target and dot path (%s) read %s; pack with "
+                      "PackWeightsForCurrentTarget",
+                      PanelLayoutName(w.layout), detail::DispatchDotPath(),
+                      PanelLayoutName(layout));
   }
   if (m == 0) return Status::Ok();
   if (x == nullptr || y == nullptr) {

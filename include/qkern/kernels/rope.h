@@ -71,7 +71,8 @@
 
 #include "qkern/base/aligned_buffer.h"
 #include "qkern/base/status.h"
-#include "qkern/dispatch.h"  // also brings RopeCall (qkern/kernels/rope-inl.h)
+#include "qkern/dispatch.h"
+#include "qkern/kernels/rope_types.h"
 #include "qkern/kv/paged_kv_cache.h"
 
 namespace qkern {

@@ -1,5 +1,5 @@
-// The packed ("panel") weight layout the matmul kernels read, and the packer
-// that builds it from any WeightFormat.
+// The packed ("panel") weight layouts the matmul kernels read, and the packer
+// that builds them from any WeightFormat.
 //
 // Every format is brought to one form: unsigned codes u (4 or 8 bits) with
 //   value = d * u + m            (d, m per group of G values along K)
@@ -11,16 +11,28 @@
 // Layout. Rows are cut into panels of R = panel_rows rows (the tail panel is
 // zero-padded). A panel holds, for each group g along K, in order:
 //   G/32 sub-blocks of codes, then R f16 scales d, then (if has_min) R f16 m.
-// A sub-block covers 32 consecutive k for all R rows and is a sequence of
-// "quad vectors": 4 bytes of one row are adjacent (a 32-bit lane), rows follow
-// each other, so one SIMD load gives rows r..r+L-1 x 4 k, exactly what VNNI
-// vpdpbusd / SDOT / svdot consume.
-//   8-bit: quad q in [0, 8): bytes [q*4R + 4r + j] = u[r][4q + j]
-//   4-bit: vector q in [0, 4): low nibble = u[r][4q + j], high nibble =
-//          u[r][16 + 4q + j] — the nibble order of a GGUF Q4 block, so packing
-//          Q4_0/Q4_1 is a pure 4-byte transpose.
-// R is chosen for the running SIMD target (two vectors of 32-bit lanes) at
-// pack time: see PanelRowsForCurrentTarget() in qkern/kernels/matmul.h.
+// A sub-block covers 32 consecutive k for all R rows (32 R or 16 R bytes) and
+// is a sequence of "runs": W bytes of one row adjacent, then the same k of the
+// next row, for all R rows; then the next W k. The run width W is the panel
+// layout, matched to the dot instruction of the running CPU:
+//
+//   kQuad4 (W = 4): a 32-bit lane per row, so one SIMD load gives rows
+//     r..r+L-1 x 4 k, exactly what VNNI vpdpbusd / SDOT / USDOT / svdot
+//     consume.
+//       8-bit: quad q in [0, 8): bytes [q*4R + 4r + j] = u[r][4q + j]
+//       4-bit: quad q in [0, 4): low nibble = u[r][4q + j], high nibble =
+//              u[r][16 + 4q + j] — the nibble order of a GGUF Q4 block, so
+//              packing Q4_0/Q4_1 is a pure 4-byte transpose.
+//   kMmla8 (W = 8): 8 k of one row, then 8 k of the next, so each 16 bytes
+//     (each 128-bit segment of an SVE vector) is the 2 x 8 matrix that the
+//     i8mm USMMLA / svusmmla instructions multiply (rows 2i, 2i+1).
+//       8-bit: run c in [0, 4): bytes [c*8R + 8r + j] = u[r][8c + j]
+//       4-bit: run c in [0, 2): low nibble = u[r][8c + j], high nibble =
+//              u[r][16 + 8c + j]  (again the GGUF nibble order).
+//
+// R and the layout are chosen for the running SIMD target and dot path at
+// pack time (R: two vectors of 32-bit lanes; kMmla8 only on Arm CPUs with
+// i8mm): see PackWeightsForCurrentTarget() in qkern/kernels/matmul.h.
 #ifndef QKERN_QUANT_PACKED_WEIGHTS_H_
 #define QKERN_QUANT_PACKED_WEIGHTS_H_
 
@@ -38,6 +50,21 @@
 
 namespace qkern {
 
+// How the codes of a sub-block are ordered (see the top of this file).
+enum class PanelLayout : uint32_t {
+  kQuad4 = 0,  // 4-byte runs: SDOT / USDOT / VNNI / svdot / pmaddubsw
+  kMmla8 = 1,  // 8-byte runs: USMMLA / svusmmla (Arm i8mm)
+};
+
+inline const char* PanelLayoutName(PanelLayout layout) {
+  return layout == PanelLayout::kMmla8 ? "mmla8" : "quad4";
+}
+
+// Bytes of one row that lie adjacent in a sub-block.
+inline size_t PanelRunBytes(PanelLayout layout) {
+  return layout == PanelLayout::kMmla8 ? 8 : 4;
+}
+
 struct PackedWeights {
   WeightFormat format = WeightFormat::kQ4_0;  // what it was packed from
   size_t rows = 0;                            // N
@@ -47,6 +74,7 @@ struct PackedWeights {
   bool has_min = false;
   int32_t sym_offset = 8;  // m = -sym_offset * d when !has_min
   size_t panel_rows = 0;   // R
+  PanelLayout layout = PanelLayout::kQuad4;
   size_t num_panels = 0;
   AlignedBuffer storage;   // panels, then (per-channel) f32 row scales
   const float* row_scales = nullptr;  // num_panels * R entries, or null
@@ -191,7 +219,8 @@ inline Status ValidateWeights(const QuantizedWeights& w) {
 }
 
 // Packs the rows of parts[0], then parts[1], ... as one matrix, into panels
-// of `panel_rows` rows (use PanelRowsForCurrentTarget()). Stacking lets a
+// of `panel_rows` rows in `layout` (use PackStackedWeightsForCurrentTarget(),
+// which picks both for the running CPU). Stacking lets a
 // decoder multiply q, k and v (or gate and up) in one call; every part must
 // have the same format, group size and K. Runs once at load, in parallel over
 // panels on `runner` (null: the calling thread); allocates out->storage. The
@@ -199,7 +228,7 @@ inline Status ValidateWeights(const QuantizedWeights& w) {
 // into them.
 inline Status PackStackedWeights(const QuantizedWeights* parts,
                                  size_t num_parts, size_t panel_rows,
-                                 PackedWeights* out,
+                                 PanelLayout layout, PackedWeights* out,
                                  const ParallelRunner* runner = nullptr) {
   if (parts == nullptr || num_parts == 0) {
     return MakeStatus(StatusCode::kInvalidArgument, "no weights to pack");
@@ -224,6 +253,10 @@ inline Status PackStackedWeights(const QuantizedWeights* parts,
                       "panel_rows = %zu must be a positive multiple of 4 (<= 4096)",
                       panel_rows);
   }
+  if (layout != PanelLayout::kQuad4 && layout != PanelLayout::kMmla8) {
+    return MakeStatus(StatusCode::kInvalidArgument, "unknown panel layout %u",
+                      static_cast<unsigned>(layout));
+  }
   const WeightFormatInfo& info = FormatInfo(w.format);
   PackedWeights& p = *out;
   p.storage.Free();
@@ -235,6 +268,7 @@ inline Status PackStackedWeights(const QuantizedWeights* parts,
   p.has_min = info.has_min;
   p.sym_offset = info.bits == 4 ? 8 : 128;
   p.panel_rows = panel_rows;
+  p.layout = layout;
   p.num_panels = (total_rows + panel_rows - 1) / panel_rows;
   const size_t padded_rows = p.num_panels * panel_rows;
   size_t panel_bytes_total;
@@ -266,6 +300,7 @@ inline Status PackStackedWeights(const QuantizedWeights* parts,
   }
 
   const size_t R = panel_rows;
+  const size_t W = PanelRunBytes(layout);
   const size_t subs_per_group = p.group_size / kQuantBlock;
   const size_t groups = w.cols / p.group_size;
   // Each task packs whole panels (and first-touches their pages).
@@ -297,14 +332,14 @@ inline Status PackStackedWeights(const QuantizedWeights* parts,
               if (p.has_min) memcpy(&m_out[r], &sb.m, sizeof(f16_t));
             }
             if (p.bits == 8) {
-              for (size_t q = 0; q < 8; ++q) {
-                memcpy(codes + q * 4 * R + 4 * r, sb.u + 4 * q, 4);
+              for (size_t q = 0; q < kQuantBlock / W; ++q) {
+                memcpy(codes + q * W * R + W * r, sb.u + W * q, W);
               }
             } else {
-              for (size_t q = 0; q < 4; ++q) {
-                for (size_t j = 0; j < 4; ++j) {
-                  codes[q * 4 * R + 4 * r + j] = static_cast<uint8_t>(
-                      sb.u[4 * q + j] | (sb.u[16 + 4 * q + j] << 4));
+              for (size_t q = 0; q < kQuantBlock / 2 / W; ++q) {
+                for (size_t j = 0; j < W; ++j) {
+                  codes[q * W * R + W * r + j] = static_cast<uint8_t>(
+                      sb.u[W * q + j] | (sb.u[16 + W * q + j] << 4));
                 }
               }
             }
@@ -316,11 +351,26 @@ inline Status PackStackedWeights(const QuantizedWeights* parts,
   return Status::Ok();
 }
 
+// The 4-byte-quad layout (what every target but Arm i8mm reads).
+inline Status PackStackedWeights(const QuantizedWeights* parts,
+                                 size_t num_parts, size_t panel_rows,
+                                 PackedWeights* out,
+                                 const ParallelRunner* runner = nullptr) {
+  return PackStackedWeights(parts, num_parts, panel_rows, PanelLayout::kQuad4,
+                            out, runner);
+}
+
 // Packs one matrix; see PackStackedWeights.
+inline Status PackWeights(const QuantizedWeights& w, size_t panel_rows,
+                          PanelLayout layout, PackedWeights* out,
+                          const ParallelRunner* runner = nullptr) {
+  return PackStackedWeights(&w, 1, panel_rows, layout, out, runner);
+}
 inline Status PackWeights(const QuantizedWeights& w, size_t panel_rows,
                           PackedWeights* out,
                           const ParallelRunner* runner = nullptr) {
-  return PackStackedWeights(&w, 1, panel_rows, out, runner);
+  return PackStackedWeights(&w, 1, panel_rows, PanelLayout::kQuad4, out,
+                            runner);
 }
 
 }  // namespace qkern
