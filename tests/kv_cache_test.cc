@@ -608,8 +608,20 @@ TEST(KvLayoutTest, OffsetsAreDisjointAlignedAndInsideTheBlock) {
             for (KvPart part : {KvPart::kK, KvPart::kV}) {
               const size_t values = l.ValuesOffset(layer, head, part);
               EXPECT_EQ(values % kKvAlign, 0u);
+              // Rows fill the values array exactly, token-major (V) or
+              // dim-major (K): the first value of the last token's row and
+              // the last value of the last dim's row.
+              const size_t element = GetKvFormatInfo(format).element_bytes;
+              const bool dim_major = part == KvPart::kK;
+              EXPECT_EQ(l.TokenStride(part),
+                        dim_major ? element : l.RowBytes());
+              EXPECT_EQ(l.ValueStride(part),
+                        dim_major ? bt * element : element);
               EXPECT_EQ(l.RowOffset(layer, head, part, bt - 1),
-                        values + (bt - 1) * l.RowBytes());
+                        values + (bt - 1) * l.TokenStride(part));
+              EXPECT_EQ(l.RowOffset(layer, head, part, bt - 1) +
+                            (head_dim - 1) * l.ValueStride(part) + element,
+                        values + bt * l.RowBytes());
               claim(values, bt * l.RowBytes());
               if (l.has_row_scales()) {
                 EXPECT_EQ(l.ScalesOffset(layer, head, part) % kKvAlign, 0u);
@@ -658,7 +670,7 @@ TEST(KvLayoutTest, KernelViewMatchesWrites) {
     ASSERT_EQ(table.size, 2u);
     ASSERT_TRUE(cache.ValidateBlockTable(table.data, table.size, 7).ok());
     const KvBlockLayout& l = cache.layout();
-    std::vector<uint8_t> expect(l.RowBytes());
+    std::vector<uint8_t> expect(l.RowBytes()), stored(l.RowBytes());
     for (size_t pos = 0; pos < 7; ++pos) {
       const uint8_t* block = cache.BlockData(table[pos / c.block_tokens]);
       ASSERT_NE(block, nullptr);
@@ -672,9 +684,11 @@ TEST(KvLayoutTest, KernelViewMatchesWrites) {
                 (layer * c.num_kv_heads + head) * c.head_dim;
             float scale = 0.0f;
             EncodeKvRow(format, x, c.head_dim, expect.data(), &scale);
-            EXPECT_EQ(memcmp(block + l.RowOffset(layer, head, part, slot),
-                             expect.data(), l.RowBytes()),
-                      0);
+            GatherKvValues(block + l.RowOffset(layer, head, part, slot),
+                           l.ValueStride(part), c.head_dim,
+                           GetKvFormatInfo(format).element_bytes,
+                           stored.data());
+            EXPECT_EQ(memcmp(stored.data(), expect.data(), l.RowBytes()), 0);
             if (l.has_row_scales()) {
               float stored;
               memcpy(&stored, block + l.ScaleOffset(layer, head, part, slot),
@@ -1209,13 +1223,15 @@ TEST_P(KvEncodeTest, SimdEncodersMatchReferenceBitForBit) {
 }
 
 TEST_P(KvEncodeTest, SimdEncodersReportTheFirstUnstorableValue) {
-  const float specials[] = {NAN, -NAN, INFINITY, -INFINITY, 65520.0f,
-                            -65520.0f, 65519.996f, 65504.0f, 1e30f, FLT_MAX};
+  const float specials[] = {NAN,      -NAN,      INFINITY,   -INFINITY,
+                            65520.0f, -65520.0f, 65519.996f, 65504.0f,
+                            1e30f,    FLT_MAX};
   for (KvFormat format : kAllKvFormats) {
     for (size_t n : {1, 5, 16, 33, 64, 100}) {
       for (float special : specials) {
         for (size_t at : {size_t{0}, n / 2, n - 1}) {
-          std::vector<float> x = test::RandomValues(n, static_cast<uint32_t>(n));
+          std::vector<float> x =
+              test::RandomValues(n, static_cast<uint32_t>(n));
           x[at] = special;
           ASSERT_TRUE(EncodersAgree(format, x.data(), n))
               << "special " << special << " at " << at;
@@ -1275,8 +1291,7 @@ TEST(KvCacheTest, WritableRowsAreValidatedAndMarkedLikeWriteKV) {
           ASSERT_TRUE(cache.WritableKvRow(1, layer, pos, h, part, &slot).ok());
           ASSERT_NE(slot.scale, nullptr);
           const float* src = (part == KvPart::kK ? k : v).data() + h * 8;
-          ASSERT_EQ(EncodeKvRow(c.format, src, 8, slot.values, slot.scale),
-                    8u);
+          ASSERT_EQ(EncodeKvRowToSlot(c.format, src, 8, slot), 8u);
         }
       }
       if (pos == 4 && layer == 1) {
@@ -1342,8 +1357,84 @@ TEST(KvCacheTest, WritableRowsAreValidatedAndMarkedLikeWriteKV) {
   ASSERT_TRUE(f16.ReserveTokens(1, 1).ok());
   ASSERT_TRUE(f16.WritableKvRow(1, 0, 0, 1, KvPart::kV, &slot).ok());
   EXPECT_EQ(slot.scale, nullptr);
-  EXPECT_EQ(slot.values, f16.BlockData(0) + f16.layout().RowOffset(
-                                                0, 1, KvPart::kV, 0));
+  EXPECT_EQ(slot.values,
+            f16.BlockData(0) + f16.layout().RowOffset(0, 1, KvPart::kV, 0));
+}
+
+// K rows are dim-major, so their slots are strided; storing through them
+// with EncodeKvRowToSlot gives the bytes WriteKV gives, and an unstorable
+// value reports its index past the first staging chunk.
+TEST(KvCacheTest, StridedSlotsStoreWhatWriteKVStores) {
+  for (KvFormat format : kAllKvFormats) {
+    SCOPED_TRACE(GetKvFormatInfo(format).name);
+    KvCacheConfig c;
+    c.num_layers = 2;
+    c.num_kv_heads = 2;
+    c.head_dim = 300;  // more than one 256-value staging chunk
+    c.block_tokens = 4;
+    c.format = format;
+    c.memory_budget_bytes = size_t{1} << 20;
+    const size_t element = GetKvFormatInfo(format).element_bytes;
+    PagedKvCache slots, ref;
+    for (PagedKvCache* cache : {&slots, &ref}) {
+      ASSERT_TRUE(PagedKvCache::Create(c, cache).ok());
+      ASSERT_TRUE(cache->AddSequence(1).ok());
+      ASSERT_TRUE(cache->ReserveTokens(1, 6).ok());
+    }
+    for (size_t pos = 0; pos < 5; ++pos) {
+      for (size_t layer = 0; layer < 2; ++layer) {
+        const std::vector<float> k = test::RandomValues(600, 10 * pos + layer);
+        const std::vector<float> v = test::RandomValues(600, 99 + pos);
+        ASSERT_TRUE(ref.WriteKV(1, layer, pos, k.data(), v.data()).ok());
+        for (size_t h = 0; h < 2; ++h) {
+          for (KvPart part : {KvPart::kK, KvPart::kV}) {
+            KvRowSlot slot;
+            ASSERT_TRUE(
+                slots.WritableKvRow(1, layer, pos, h, part, &slot).ok());
+            EXPECT_EQ(slot.value_stride,
+                      part == KvPart::kK ? c.block_tokens * element : element);
+            const float* src = (part == KvPart::kK ? k : v).data() + h * 300;
+            ASSERT_EQ(EncodeKvRowToSlot(format, src, 300, slot), 300u);
+          }
+        }
+        ASSERT_TRUE(slots.MarkKvWritten(1, layer, pos).ok());
+      }
+    }
+    // Same page bytes for the 5 written positions (slots 0..3 of block 0,
+    // slot 0 of block 1), and the same values read back.
+    KvBlockTable a, b;
+    ASSERT_TRUE(slots.BlockTable(1, &a).ok());
+    ASSERT_TRUE(ref.BlockTable(1, &b).ok());
+    const KvBlockLayout& l = slots.layout();
+    for (size_t layer = 0; layer < 2; ++layer) {
+      for (size_t h = 0; h < 2; ++h) {
+        for (KvPart part : {KvPart::kK, KvPart::kV}) {
+          const size_t off = l.ValuesOffset(layer, h, part);
+          EXPECT_EQ(memcmp(slots.BlockData(a[0]) + off,
+                           ref.BlockData(b[0]) + off, 4 * l.RowBytes()),
+                    0);
+          if (l.has_row_scales()) {
+            const size_t so = l.ScalesOffset(layer, h, part);
+            EXPECT_EQ(memcmp(slots.BlockData(a[0]) + so,
+                             ref.BlockData(b[0]) + so, 4 * sizeof(float)),
+                      0);
+          }
+        }
+      }
+    }
+    std::vector<float> rk(600), rv(600), wk(600), wv(600);
+    for (size_t pos = 0; pos < 5; ++pos) {
+      ASSERT_TRUE(slots.ReadKV(1, 1, pos, rk.data(), rv.data()).ok());
+      ASSERT_TRUE(ref.ReadKV(1, 1, pos, wk.data(), wv.data()).ok());
+      EXPECT_EQ(rk, wk);
+      EXPECT_EQ(rv, wv);
+    }
+    KvRowSlot slot;
+    ASSERT_TRUE(slots.WritableKvRow(1, 0, 5, 1, KvPart::kK, &slot).ok());
+    std::vector<float> bad = test::RandomValues(300, 7);
+    bad[280] = INFINITY;
+    EXPECT_EQ(EncodeKvRowToSlot(format, bad.data(), 300, slot), 280u);
+  }
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 //  must be bit-exact; bytes outside the heads must be untouched.
 #include "qkern/kernels/rope.h"
 
+#include <gtest/gtest.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,8 +29,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "qkern/kernels/rope_ref.h"
 #include "qkern/kv/kv_format.h"
@@ -363,10 +362,10 @@ TEST_P(RopeTest, FusedKWriteBytesEqualTwoPass) {
     size_t head_dim, rotary_dim, kv_heads;
   };
   const Shape shapes[] = {
-      {RopeLayout::kNeox, 64, 64, 3},  {RopeLayout::kGptJ, 64, 64, 2},
-      {RopeLayout::kNeox, 80, 48, 2},  {RopeLayout::kGptJ, 96, 40, 1},
-      {RopeLayout::kNeox, 6, 6, 5},    {RopeLayout::kNeox, 128, 128, 8},
-      {RopeLayout::kGptJ, 34, 30, 3},  {RopeLayout::kNeox, 256, 200, 1},
+      {RopeLayout::kNeox, 64, 64, 3}, {RopeLayout::kGptJ, 64, 64, 2},
+      {RopeLayout::kNeox, 80, 48, 2}, {RopeLayout::kGptJ, 96, 40, 1},
+      {RopeLayout::kNeox, 6, 6, 5},   {RopeLayout::kNeox, 128, 128, 8},
+      {RopeLayout::kGptJ, 34, 30, 3}, {RopeLayout::kNeox, 256, 200, 1},
   };
   for (KvFormat format : kAllKvFormats) {
     for (const Shape& sh : shapes) {
@@ -427,9 +426,17 @@ TEST_P(RopeTest, FusedKWriteBytesEqualTwoPass) {
         for (size_t layer = 0; layer < 2; ++layer) {
           for (size_t h = 0; h < sh.kv_heads; ++h) {
             for (KvPart part : {KvPart::kK, KvPart::kV}) {
+              // The row's values, gathered (f32 and f16 K are dim-major).
               const size_t off = layout.RowOffset(layer, h, part, pos % 4);
-              ASSERT_EQ(memcmp(block_a + off, block_b + off, layout.RowBytes()),
-                        0)
+              const size_t element =
+                  GetKvFormatInfo(layout.format()).element_bytes;
+              std::vector<uint8_t> row_a(layout.RowBytes());
+              std::vector<uint8_t> row_b(layout.RowBytes());
+              GatherKvValues(block_a + off, layout.ValueStride(part),
+                             layout.head_dim(), element, row_a.data());
+              GatherKvValues(block_b + off, layout.ValueStride(part),
+                             layout.head_dim(), element, row_b.data());
+              ASSERT_EQ(row_a, row_b)
                   << "position " << pos << " layer " << layer << " head " << h
                   << (part == KvPart::kK ? " K" : " V");
               if (layout.has_row_scales()) {
@@ -718,7 +725,8 @@ TEST(RopeErrorTest, BadFusedWrites) {
       IsError(RopeAndWriteK(table, &cache, 1, 0, 0, 0, bad_k.data(), v.data()),
               kBad, "k[70]"));
   // A failed write leaves the position unwritten, even after a good one.
-  ASSERT_TRUE(RopeAndWriteK(table, &cache, 1, 0, 0, 0, k.data(), v.data()).ok());
+  ASSERT_TRUE(
+      RopeAndWriteK(table, &cache, 1, 0, 0, 0, k.data(), v.data()).ok());
   std::vector<float> bad_v = v;
   bad_v[127] = NAN;
   EXPECT_TRUE(

@@ -11,8 +11,10 @@
 // softmax): a tile's logits live in a small buffer and the full score matrix
 // is never formed.
 //
-// Per tile: raw dots q.k (up to 4 query rows x 4 K rows per register
-// block, the 4 horizontal sums of a row reduced together), then per row
+// Per tile: raw dots q.k (K is dim-major in the pages, so a vector holds one
+// dim of N positions and q's values are broadcast, up to 4 query rows per
+// register block: see DotTileDimMajor and the integer path below), then per
+// row
 // scale, soft-cap, causal/window mask, new max, p = exp(s - m) with
 // Highway's vector Exp, rescale of acc and l by exp(m_old - m_new) when the
 // max grew, and acc += p * V (up to 4 rows x 2 vectors of head_dim). The
@@ -247,150 +249,81 @@ HWY_INLINE float SumLanes(VAttn v) {
   return hn::GetLane(hn::SumOfLanes(DAttn(), v));
 }
 
-// Query rows per DotTile register block: 4 rows x 4 K rows of accumulators
-// (16) plus 4 K vectors fit 32 vector registers; x86 targets below AVX-512
-// have 16, so they take 2 rows.
-#if HWY_ARCH_X86 && HWY_TARGET >= HWY_AVX2
-constexpr size_t kDotRows = 2;
-#else
-constexpr size_t kDotRows = 4;
-#endif
-
-// out[0, 4) = the lane sums of a, b, c, e. Reducing four vectors together
-// shares the shuffles: two interleave levels leave [sum a, sum b, sum c,
-// sum e] in every 128-bit block, then the blocks are added. Four separate
-// SumOfLanes cost about twice as many instructions, and decode computes one
-// such sum per (q head, position).
-#if HWY_TARGET == HWY_SCALAR
-HWY_INLINE void StoreSums4(VAttn a, VAttn b, VAttn c, VAttn e,
-                           float* HWY_RESTRICT out) {
-  out[0] = hn::GetLane(a);
-  out[1] = hn::GetLane(b);
-  out[2] = hn::GetLane(c);
-  out[3] = hn::GetLane(e);
-}
-#else
-HWY_INLINE void StoreSums4(VAttn a, VAttn b, VAttn c, VAttn e,
-                           float* HWY_RESTRICT out) {
-  const DAttn d;
-  const hn::Repartition<uint64_t, DAttn> d64;
-  // Per block: [a0 + a2, b0 + b2, a1 + a3, b1 + b3], likewise for c, e.
-  const VAttn ab =
-      hn::Add(hn::InterleaveLower(d, a, b), hn::InterleaveUpper(d, a, b));
-  const VAttn ce =
-      hn::Add(hn::InterleaveLower(d, c, e), hn::InterleaveUpper(d, c, e));
-  const auto ab64 = hn::BitCast(d64, ab);
-  const auto ce64 = hn::BitCast(d64, ce);
-  const VAttn sums =
-      hn::Add(hn::BitCast(d, hn::InterleaveLower(d64, ab64, ce64)),
-              hn::BitCast(d, hn::InterleaveUpper(d64, ab64, ce64)));
-  const size_t N = hn::Lanes(d);
-  if (N == 4) {
-    hn::StoreU(sums, d, out);
-    return;
-  }
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
-  // Fold the 128-bit blocks in registers (an extract and an add per
-  // halving): 5 instructions for 512 bits instead of the 9 of the round trip
-  // through memory below; decode runs this once per (q head, 4 positions).
-  if constexpr (hn::MaxLanes(DAttn()) == 16) {
-    const hn::Half<DAttn> d8;
-    const hn::Half<decltype(d8)> d4;
-    const auto v8 = hn::Add(hn::LowerHalf(d8, sums), hn::UpperHalf(d8, sums));
-    hn::StoreU(hn::Add(hn::LowerHalf(d4, v8), hn::UpperHalf(d4, v8)), d4, out);
-    return;
-  } else if constexpr (hn::MaxLanes(DAttn()) == 8) {
-    const hn::Half<DAttn> d4;
-    hn::StoreU(hn::Add(hn::LowerHalf(d4, sums), hn::UpperHalf(d4, sums)), d4,
-               out);
-    return;
-  }
-#endif
-  const hn::CappedTag<float, 4> d4;
-  HWY_ALIGN float blocks[detail::kAttnMaxLanes];
-  hn::StoreU(sums, d, blocks);
-  auto total = hn::LoadU(d4, blocks);
-  for (size_t i = 4; i < N; i += 4)
-    total = hn::Add(total, hn::LoadU(d4, blocks + i));
-  hn::StoreU(total, d4, out);
-}
-#endif
-
 #define QKERN_ATTN_FOR_ROWS(X) X(0) X(1) X(2) X(3)
 
-// scores[r * kAttnScoreStride + t] = q_r . k_t (unscaled) for kRows query
-// rows and `n` K rows `k_stride` bytes apart, 4 K rows per pass. May write
-// up to 3 floats past column n - 1 (the buffer has room; the caller fills
-// later columns afterwards or ignores them).
-// Unless null, `k_ahead` is the K rows a tile later, prefetched a few lines
-// per pass (AccumulateTile does the same for V): blocks are scattered, so the
-// hardware prefetcher loses the stream at every block boundary. Spreading the
-// prefetches matters: one burst per tile measured no faster than none (the
-// miss queue fills); K and V together in the q.k pass doubled cold-cache
-// decode speed on Zen 5; moving V's into p.v, which spreads them over the
-// whole tile, made 1-thread decode at 8K another 25-35% faster on Zen 4, and
-// prefetching into L2 rather than L1 (see PrefetchToL2) another 8-20%.
+// scores[r * kAttnScoreStride + t] = q_r . k_t (unscaled: int8 codes) for
+// kRows query rows and `n` positions of dim-major K (see KvBlockLayout):
+// value d of position t at kt + d * dim_stride + t * element bytes. A vector
+// holds N positions of one dim, so each (dim, row) is one FMA with q_r[d]
+// broadcast and the sums come out in position order: no sums across lanes
+// (on token-major rows those cost about as many instructions as the FMAs at
+// head_dim 64). Two accumulators per row (even and odd dims) keep
+// 2 * kRows FMA chains in flight. Writes up to N - 1 floats past column
+// n - 1 and reads up to N - 1 values past the last dim's n positions (inside
+// the block: kKvMaxOverreadBytes). Unless null, `k_ahead` is the same
+// segment a tile later; its lines are prefetched a few per dim pair.
 template <KvFormat kFormat, size_t kRows>
-HWY_INLINE void DotTile(const float* const* q, size_t dim, const uint8_t* k,
-                        size_t k_stride, size_t n, float* scores,
-                        const uint8_t* k_ahead) {
+HWY_INLINE void DotTileDimMajor(const float* const* q, size_t dim,
+                                const uint8_t* kt, size_t dim_stride, size_t n,
+                                float* scores, const uint8_t* k_ahead) {
   static_assert(kRows >= 1 && kRows <= 4, "1..4 rows per register block");
   using Load = KvLoad<kFormat>;
   const DAttn d;
   const size_t N = hn::Lanes(d);
-  const size_t full = dim / N * N;
   constexpr size_t S = detail::kAttnScoreStride;
+  constexpr size_t kElement = kFormat == KvFormat::kF32   ? 4
+                              : kFormat == KvFormat::kF16 ? 2
+                                                          : 1;
   const float* HWY_RESTRICT q0 = q[0];
   const float* HWY_RESTRICT q1 = q[kRows > 1 ? 1 : 0];
   const float* HWY_RESTRICT q2 = q[kRows > 2 ? 2 : 0];
   const float* HWY_RESTRICT q3 = q[kRows > 3 ? 3 : 0];
-  for (size_t t = 0; t < n; t += 4) {
-    // Missing K rows of the last pass repeat row n - 1; their sums land in
-    // columns past n - 1.
-    const uint8_t* k0 = k + t * k_stride;
-    const uint8_t* k1 = k + std::min(t + 1, n - 1) * k_stride;
-    const uint8_t* k2 = k + std::min(t + 2, n - 1) * k_stride;
-    const uint8_t* k3 = k + std::min(t + 3, n - 1) * k_stride;
-    if (k_ahead != nullptr) {
-      const size_t bytes = std::min<size_t>(4, n - t) * k_stride;
-      for (size_t off = 0; off < bytes; off += 64) {
-        PrefetchToL2(k_ahead + t * k_stride + off);
-      }
-    }
-#define QKERN_ATTN_ZERO(r)                           \
-  auto s##r##0 = hn::Zero(d), s##r##1 = hn::Zero(d); \
-  auto s##r##2 = hn::Zero(d), s##r##3 = hn::Zero(d);
+  // Prefetch state: lines from the start of the ahead segment's first dim
+  // row to the end of its last, spread over the first pass's dim pairs.
+  uintptr_t pf = 0, pf_end = 0;
+  size_t pf_per_pair = 0;
+  if (k_ahead != nullptr) {
+    pf = reinterpret_cast<uintptr_t>(k_ahead) & ~uintptr_t{63};
+    pf_end = reinterpret_cast<uintptr_t>(k_ahead) + (dim - 1) * dim_stride +
+             n * kElement;
+    const size_t lines = (pf_end - pf + 63) / 64;
+    const size_t pairs = (dim + 1) / 2;
+    pf_per_pair = (lines + pairs - 1) / pairs;
+  }
+  for (size_t t = 0; t < n; t += N) {
+#define QKERN_ATTN_ZERO(r) auto a##r = hn::Zero(d), b##r = hn::Zero(d);
     QKERN_ATTN_FOR_ROWS(QKERN_ATTN_ZERO)
 #undef QKERN_ATTN_ZERO
-    for (size_t i = 0; i < full; i += N) {
-      const VAttn kv0 = Load::Vec(k0, i);
-      const VAttn kv1 = Load::Vec(k1, i);
-      const VAttn kv2 = Load::Vec(k2, i);
-      const VAttn kv3 = Load::Vec(k3, i);
-#define QKERN_ATTN_DOT(r)                    \
-  if constexpr (kRows > r) {                 \
-    const VAttn qv = hn::LoadU(d, q##r + i); \
-    s##r##0 = hn::MulAdd(qv, kv0, s##r##0);  \
-    s##r##1 = hn::MulAdd(qv, kv1, s##r##1);  \
-    s##r##2 = hn::MulAdd(qv, kv2, s##r##2);  \
-    s##r##3 = hn::MulAdd(qv, kv3, s##r##3);  \
+    const uint8_t* kd = kt;
+    size_t i = 0;
+    for (; i + 2 <= dim; i += 2, kd += 2 * dim_stride) {
+      if (t == 0) {
+        for (size_t j = 0; j < pf_per_pair && pf < pf_end; ++j, pf += 64) {
+          PrefetchToL2(reinterpret_cast<const void*>(pf));
+        }
+      }
+      const VAttn k0 = Load::Vec(kd, t);
+      const VAttn k1 = Load::Vec(kd + dim_stride, t);
+#define QKERN_ATTN_FMA_DIMS(r)                            \
+  if constexpr (kRows > r) {                              \
+    a##r = hn::MulAdd(hn::Set(d, q##r[i]), k0, a##r);     \
+    b##r = hn::MulAdd(hn::Set(d, q##r[i + 1]), k1, b##r); \
   }
-      QKERN_ATTN_FOR_ROWS(QKERN_ATTN_DOT)
-#undef QKERN_ATTN_DOT
+      QKERN_ATTN_FOR_ROWS(QKERN_ATTN_FMA_DIMS)
+#undef QKERN_ATTN_FMA_DIMS
     }
-#define QKERN_ATTN_STORE(r)                              \
-  if constexpr (kRows > r) {                             \
-    float* out = scores + r * S + t;                     \
-    StoreSums4(s##r##0, s##r##1, s##r##2, s##r##3, out); \
-    for (size_t i = full; i < dim; ++i) {                \
-      out[0] += q##r[i] * Load::One(k0, i);              \
-      out[1] += q##r[i] * Load::One(k1, i);              \
-      out[2] += q##r[i] * Load::One(k2, i);              \
-      out[3] += q##r[i] * Load::One(k3, i);              \
-    }                                                    \
-  }
-    QKERN_ATTN_FOR_ROWS(QKERN_ATTN_STORE)
-#undef QKERN_ATTN_STORE
+    if (i < dim) {  // odd head_dim
+      const VAttn k0 = Load::Vec(kd, t);
+#define QKERN_ATTN_FMA_LAST(r) \
+  if constexpr (kRows > r) a##r = hn::MulAdd(hn::Set(d, q##r[i]), k0, a##r);
+      QKERN_ATTN_FOR_ROWS(QKERN_ATTN_FMA_LAST)
+#undef QKERN_ATTN_FMA_LAST
+    }
+#define QKERN_ATTN_STORE_DIMS(r) \
+  if constexpr (kRows > r)       \
+    hn::StoreU(hn::Add(a##r, b##r), d, scores + r * S + t);
+    QKERN_ATTN_FOR_ROWS(QKERN_ATTN_STORE_DIMS)
+#undef QKERN_ATTN_STORE_DIMS
   }
 }
 
@@ -477,20 +410,24 @@ HWY_INLINE void AccumulateTile(const float* p, size_t n, const uint8_t* v,
   }
 }
 
-// Dispatches DotTile / AccumulateTile on the (1..4) rows of one block.
+// Dispatch DotTileDimMajor / AccumulateTile on the (1..4) rows of a block.
 template <KvFormat kFormat>
-HWY_INLINE void DotRows(size_t rows, const float* const* q, size_t dim,
-                        const uint8_t* k, size_t k_stride, size_t n,
-                        float* scores, const uint8_t* k_ahead) {
+HWY_INLINE void DotRowsDimMajor(size_t rows, const float* const* q, size_t dim,
+                                const uint8_t* kt, size_t dim_stride, size_t n,
+                                float* scores, const uint8_t* k_ahead) {
   switch (rows) {
     case 1:
-      return DotTile<kFormat, 1>(q, dim, k, k_stride, n, scores, k_ahead);
+      return DotTileDimMajor<kFormat, 1>(q, dim, kt, dim_stride, n, scores,
+                                         k_ahead);
     case 2:
-      return DotTile<kFormat, 2>(q, dim, k, k_stride, n, scores, k_ahead);
+      return DotTileDimMajor<kFormat, 2>(q, dim, kt, dim_stride, n, scores,
+                                         k_ahead);
     case 3:
-      return DotTile<kFormat, 3>(q, dim, k, k_stride, n, scores, k_ahead);
+      return DotTileDimMajor<kFormat, 3>(q, dim, kt, dim_stride, n, scores,
+                                         k_ahead);
     default:
-      return DotTile<kFormat, 4>(q, dim, k, k_stride, n, scores, k_ahead);
+      return DotTileDimMajor<kFormat, 4>(q, dim, kt, dim_stride, n, scores,
+                                         k_ahead);
   }
 }
 
@@ -501,17 +438,17 @@ HWY_INLINE void AccumulateRows(size_t rows, const float* p, size_t n,
                                const uint8_t* v_ahead) {
   switch (rows) {
     case 1:
-      return AccumulateTile<kFormat, 1>(p, n, v, v_stride, dim, acc,
-                                        acc_stride, v_ahead);
+      return AccumulateTile<kFormat, 1>(p, n, v, v_stride, dim, acc, acc_stride,
+                                        v_ahead);
     case 2:
-      return AccumulateTile<kFormat, 2>(p, n, v, v_stride, dim, acc,
-                                        acc_stride, v_ahead);
+      return AccumulateTile<kFormat, 2>(p, n, v, v_stride, dim, acc, acc_stride,
+                                        v_ahead);
     case 3:
-      return AccumulateTile<kFormat, 3>(p, n, v, v_stride, dim, acc,
-                                        acc_stride, v_ahead);
+      return AccumulateTile<kFormat, 3>(p, n, v, v_stride, dim, acc, acc_stride,
+                                        v_ahead);
     default:
-      return AccumulateTile<kFormat, 4>(p, n, v, v_stride, dim, acc,
-                                        acc_stride, v_ahead);
+      return AccumulateTile<kFormat, 4>(p, n, v, v_stride, dim, acc, acc_stride,
+                                        v_ahead);
   }
 }
 
@@ -529,11 +466,12 @@ HWY_INLINE void AccumulateRows(size_t rows, const float* p, size_t n,
 // in int32 but the final value fits (|dot| <= 127 * 16320 * head_dim), so
 // the wrapping cancels out.
 //
-// Layout: four K rows are transposed in 128-bit blocks, so a vector holds 16
-// dims of 4 positions and q's 16 dims are replicated into each block; a
-// row's 4 partial lanes per position are added only after 16 positions (an
-// interleave tree over 4 vectors). The K transpose is shared by all rows of
-// the register block, i.e. by the q heads of a GQA group.
+// Layout: K is dim-major in the pages, so the 16 positions of 4 consecutive
+// dims are four 16-byte runs; one byte permute turns them into a vector of
+// 16 lanes, one per position, each holding its 4 dims: vpdpbusd against the
+// row's 4 q codes of those dims, broadcast from memory, adds each position's
+// partial dot in its own lane. No sums across lanes, and the K vector is
+// shared by all rows of the register block (the q heads of a GQA group).
 #if HWY_TARGET == HWY_AVX3_DL
 constexpr bool kAttnInt8IntegerDot = true;
 #else
@@ -548,14 +486,14 @@ HWY_INLINE bool UseInt8IntegerDot(KvFormat format, size_t dim) {
 }
 
 // Bytes of query codes per softmax row (see QuantizeQueryRow).
-HWY_INLINE size_t QueryCodeBytes(size_t dim) { return dim * 8; }
+HWY_INLINE size_t QueryCodeBytes(size_t dim) { return dim * 2; }
 
 #if HWY_TARGET == HWY_AVX3_DL
 
-// Writes the codes of q[0, dim) to `codes` (per 16-dim chunk: 64 bytes of
-// hi, the chunk repeated 4 times, then 64 bytes of lo), and the correction
-// and step the dot kernel applies. A row with amax below 2^-100 is taken as
-// zero (its logits are below 2^-100 |scale| sum |k|). dim % 16 == 0.
+// Writes the codes of q[0, dim): hi at codes[0, dim), lo at
+// codes[dim, 2 dim); and the correction and step the dot kernel applies. A
+// row with amax below 2^-100 is taken as zero (its logits are below
+// 2^-100 |scale| sum |k|). dim % 16 == 0.
 HWY_INLINE void QuantizeQueryRow(const float* HWY_RESTRICT q, size_t dim,
                                  uint8_t* HWY_RESTRICT codes, int32_t* corr,
                                  float* step) {
@@ -578,192 +516,135 @@ HWY_INLINE void QuantizeQueryRow(const float* HWY_RESTRICT q, size_t dim,
     const __m512i lo32 = _mm512_cvtps_epi32(lo);
     sums = _mm512_add_epi32(sums,
                             _mm512_add_epi32(_mm512_slli_epi32(hi32, 7), lo32));
-    uint8_t* chunk = codes + (d / 16) * 128;
-    _mm512_storeu_si512(chunk,
-                        _mm512_broadcast_i32x4(_mm512_cvtepi32_epi8(hi32)));
-    _mm512_storeu_si512(chunk + 64,
-                        _mm512_broadcast_i32x4(_mm512_cvtepi32_epi8(lo32)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + d),
+                     _mm512_cvtepi32_epi8(hi32));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + dim + d),
+                     _mm512_cvtepi32_epi8(lo32));
   }
   *corr = 128 * _mm512_reduce_add_epi32(sums);
   *step = zero ? 0.0f : amax / (127.0f * 128.0f);
 }
 
-// acc += (u8 a) . (s8 b) per 4-byte group. Highway 1.0.3 has no such op and
-// its AVX3_DL target does not enable avx512vnni for the intrinsic, hence the
-// asm (as in int8_dot-inl.h).
-HWY_INLINE __m512i DpBusd(__m512i acc, __m512i a, __m512i b) {
-  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+// acc += (u8 k) . (s8 q) per 4-byte group, q's 4 bytes at `q` broadcast to
+// every lane (a broadcast load; vpdpbusd's embedded-broadcast memory form
+// measured ~8% slower on Zen 4). Highway 1.0.3 has no such op and its
+// AVX3_DL target does not enable avx512vnni for the intrinsic, hence the asm
+// (as in int8_dot-inl.h).
+HWY_INLINE __m512i DpBusdBroadcast(__m512i acc, __m512i k, const uint8_t* q) {
+  int32_t word;
+  memcpy(&word, q, 4);
+  const __m512i qv = _mm512_set1_epi32(word);
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(k), "v"(qv));
   return acc;
 }
 
-// k_m = dims [g + 16 m, g + 16 m + 16) of rows r0..r3 (one per 128-bit
-// block), as k + 128.
-HWY_INLINE void TransposeKVnni(const uint8_t* r0, const uint8_t* r1,
-                               const uint8_t* r2, const uint8_t* r3, size_t g,
-                               __m512i& k0, __m512i& k1, __m512i& k2,
-                               __m512i& k3) {
-  const __m512i flip = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
-  const __m512i a = _mm512_loadu_si512(r0 + g);
-  const __m512i b = _mm512_loadu_si512(r1 + g);
-  const __m512i c = _mm512_loadu_si512(r2 + g);
-  const __m512i e = _mm512_loadu_si512(r3 + g);
-  const __m512i ab_lo = _mm512_shuffle_i64x2(a, b, 0x44);
-  const __m512i ab_hi = _mm512_shuffle_i64x2(a, b, 0xEE);
-  const __m512i ce_lo = _mm512_shuffle_i64x2(c, e, 0x44);
-  const __m512i ce_hi = _mm512_shuffle_i64x2(c, e, 0xEE);
-  k0 = _mm512_xor_si512(_mm512_shuffle_i64x2(ab_lo, ce_lo, 0x88), flip);
-  k1 = _mm512_xor_si512(_mm512_shuffle_i64x2(ab_lo, ce_lo, 0xDD), flip);
-  k2 = _mm512_xor_si512(_mm512_shuffle_i64x2(ab_hi, ce_hi, 0x88), flip);
-  k3 = _mm512_xor_si512(_mm512_shuffle_i64x2(ab_hi, ce_hi, 0xDD), flip);
-}
-
-// [a0 + a2, b0 + b2, a1 + a3, b1 + b3] per 128-bit block.
-HWY_INLINE __m512i AddPairsI32(__m512i a, __m512i b) {
-  return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b),
-                          _mm512_unpackhi_epi32(a, b));
-}
-
-// Two passes: K rows a[0..3] and b[0..3] (one per 128-bit block) against
-// kRows query code rows; each q vector is loaded once for both (loads, not
-// dot products, bound this loop). o_r = AddPairsI32 of the passes' sums
-// 128 (u . hi_r) + (u . lo_r), which hold 4 partial lanes per position.
-template <size_t kRows>
-HWY_INLINE void DotPass2Vnni(const uint8_t* const* a, const uint8_t* const* b,
-                             size_t dim, const uint8_t* const* qc, __m512i& o0,
-                             __m512i& o1, __m512i& o2, __m512i& o3) {
-  const __m512i z = _mm512_setzero_si512();
-  __m512i ha0 = z, la0 = z, hb0 = z, lb0 = z, ha1 = z, la1 = z, hb1 = z,
-          lb1 = z, ha2 = z, la2 = z, hb2 = z, lb2 = z, ha3 = z, la3 = z,
-          hb3 = z, lb3 = z;
-  for (size_t g = 0; g < dim; g += 64) {
-    __m512i ka0, ka1, ka2, ka3, kb0, kb1, kb2, kb3;
-    TransposeKVnni(a[0], a[1], a[2], a[3], g, ka0, ka1, ka2, ka3);
-    TransposeKVnni(b[0], b[1], b[2], b[3], g, kb0, kb1, kb2, kb3);
-    const size_t off = g * 8;
-#define QKERN_ATTN_VNNI_CHUNK(r, m)                                    \
-  {                                                                    \
-    const __m512i qh = _mm512_loadu_si512(qc[r] + off + 128 * m);      \
-    ha##r = DpBusd(ha##r, ka##m, qh);                                  \
-    hb##r = DpBusd(hb##r, kb##m, qh);                                  \
-    const __m512i ql = _mm512_loadu_si512(qc[r] + off + 128 * m + 64); \
-    la##r = DpBusd(la##r, ka##m, ql);                                  \
-    lb##r = DpBusd(lb##r, kb##m, ql);                                  \
+// 16 positions from `k` (dim-major, dim_stride bytes between dims) of dims
+// 4g..4g+3, as 4-byte groups per position, flipped to k + 128. Reads 16
+// bytes of each dim (past the segment's positions: see DotTileDimMajor).
+HWY_INLINE __m512i LoadKQuadsVnni(const uint8_t* k, size_t dim_stride,
+                                  __m512i transpose, __m512i flip) {
+  __m512i v;
+  if (dim_stride == 16) {  // 16-token blocks: the 4 runs are adjacent
+    v = _mm512_loadu_si512(k);
+  } else {
+    v = _mm512_castsi128_si512(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(k)));
+    v = _mm512_inserti32x4(
+        v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(k + dim_stride)),
+        1);
+    v = _mm512_inserti32x4(
+        v,
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(k + 2 * dim_stride)),
+        2);
+    v = _mm512_inserti32x4(
+        v,
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(k + 3 * dim_stride)),
+        3);
   }
-#define QKERN_ATTN_VNNI_ROW(r)  \
-  if constexpr (kRows > r) {    \
-    QKERN_ATTN_VNNI_CHUNK(r, 0) \
-    QKERN_ATTN_VNNI_CHUNK(r, 1) \
-    QKERN_ATTN_VNNI_CHUNK(r, 2) \
-    QKERN_ATTN_VNNI_CHUNK(r, 3) \
-  }
-    QKERN_ATTN_FOR_ROWS(QKERN_ATTN_VNNI_ROW)
-#undef QKERN_ATTN_VNNI_ROW
-#undef QKERN_ATTN_VNNI_CHUNK
-  }
-  auto combine = [](__m512i h, __m512i l) {
-    return _mm512_add_epi32(_mm512_slli_epi32(h, 7), l);
-  };
-  o0 = AddPairsI32(combine(ha0, la0), combine(hb0, lb0));
-  if constexpr (kRows > 1) {
-    o1 = AddPairsI32(combine(ha1, la1), combine(hb1, lb1));
-  }
-  if constexpr (kRows > 2) {
-    o2 = AddPairsI32(combine(ha2, la2), combine(hb2, lb2));
-  }
-  if constexpr (kRows > 3) {
-    o3 = AddPairsI32(combine(ha3, la3), combine(hb3, lb3));
-  }
-}
-
-// out[0, 16) = step * (sums - corr) * k_mult[0, 16), from the pair sums of
-// passes 0, 1 (ab) and 2, 3 (ce), where block j of pass k holds position
-// 4 j + k: the last interleave leaves the sums in position order.
-HWY_INLINE void StoreDotsVnni(__m512i ab, __m512i ce, int32_t corr, float step,
-                              const float* k_mult, float* out) {
-  __m512i sums = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, ce),
-                                  _mm512_unpackhi_epi64(ab, ce));
-  sums = _mm512_sub_epi32(sums, _mm512_set1_epi32(corr));
-  const __m512 dots =
-      _mm512_mul_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(step));
-  _mm512_storeu_ps(out, _mm512_mul_ps(dots, _mm512_loadu_ps(k_mult)));
-}
-
-// Passes `pass` and `pass + 1` of the 16 positions from t: pass p takes K
-// rows t + p + 4 j (j = 0..3), missing rows repeating row n - 1 (their sums
-// land past column n - 1); and the prefetch of those 8 rows a tile ahead.
-template <size_t kRows>
-HWY_INLINE void DotPasses16Vnni(const uint8_t* k, size_t k_stride, size_t n,
-                                size_t t, size_t pass, size_t dim,
-                                const uint8_t* const* qc,
-                                const uint8_t* k_ahead, __m512i& o0, __m512i& o1, __m512i& o2,
-                                __m512i& o3) {
-  const size_t first = t + 4 * pass;
-  if (k_ahead != nullptr && first < n) {
-    const size_t bytes = std::min<size_t>(8, n - first) * k_stride;
-    for (size_t off = 0; off < bytes; off += 64) {
-      PrefetchToL2(k_ahead + first * k_stride + off);
-    }
-  }
-  const uint8_t* last = k + (n - 1) * k_stride;
-  const uint8_t* a[4];
-  const uint8_t* b[4];
-  for (size_t j = 0; j < 4; ++j) {
-    const size_t ta = t + pass + 4 * j;
-    a[j] = ta < n ? k + ta * k_stride : last;
-    b[j] = ta + 1 < n ? k + (ta + 1) * k_stride : last;
-  }
-  DotPass2Vnni<kRows>(a, b, dim, qc, o0, o1, o2, o3);
+  return _mm512_xor_si512(_mm512_permutexvar_epi8(transpose, v), flip);
 }
 
 // scores[r * kAttnScoreStride + t] = q~_r . k_t * k_mult[t] (the logit:
-// k_mult holds row scale times attention scale) for kRows rows and `n` int8
-// K rows, 16 positions per pass; may write up to 15 floats past column
-// n - 1 (reading k_mult that far). Prefetches as DotTile does.
+// k_mult holds row scale times attention scale) for kRows rows and `n`
+// positions of dim-major int8 K, 16 per pass; may write up to 15 floats
+// past column n - 1 (reading k_mult that far) and reads K as
+// DotTileDimMajor does. Row r's codes at qc[r] (QuantizeQueryRow).
+// Prefetches `k_ahead` as DotTileDimMajor does.
 template <size_t kRows>
 HWY_NOINLINE void DotTileInt8Vnni(const uint8_t* const* qc, const int32_t* corr,
                                   const float* step, const float* k_mult,
-                                  size_t dim, const uint8_t* k, size_t k_stride,
-                                  size_t n, float* scores,
+                                  size_t dim, const uint8_t* kt,
+                                  size_t dim_stride, size_t n, float* scores,
                                   const uint8_t* k_ahead) {
   constexpr size_t S = detail::kAttnScoreStride;
+  // Byte 4 p + j of the result is byte p of 128-bit block j (dim j's
+  // position p).
+  alignas(64) uint8_t index[64];
+  for (size_t p = 0; p < 16; ++p) {
+    for (size_t j = 0; j < 4; ++j)
+      index[4 * p + j] = static_cast<uint8_t>(16 * j + p);
+  }
+  const __m512i transpose = _mm512_load_si512(index);
+  const __m512i flip = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
+  uintptr_t pf = 0, pf_end = 0;
+  size_t pf_per_quad = 0;
+  if (k_ahead != nullptr) {
+    pf = reinterpret_cast<uintptr_t>(k_ahead) & ~uintptr_t{63};
+    pf_end = reinterpret_cast<uintptr_t>(k_ahead) + (dim - 1) * dim_stride + n;
+    const size_t lines = (pf_end - pf + 63) / 64;
+    pf_per_quad = (lines + dim / 4 - 1) / (dim / 4);
+  }
   for (size_t t = 0; t < n; t += 16) {
     const __m512i z = _mm512_setzero_si512();
-    __m512i a01 = z, b01 = z, c01 = z, e01 = z, a23 = z, b23 = z, c23 = z,
-            e23 = z;
-    DotPasses16Vnni<kRows>(k, k_stride, n, t, 0, dim, qc, k_ahead, a01,
-                           b01, c01, e01);
-    DotPasses16Vnni<kRows>(k, k_stride, n, t, 2, dim, qc, k_ahead, a23,
-                           b23, c23, e23);
-    StoreDotsVnni(a01, a23, corr[0], step[0], k_mult + t, scores + t);
-    if constexpr (kRows > 1) {
-      StoreDotsVnni(b01, b23, corr[1], step[1], k_mult + t, scores + S + t);
+    __m512i h0 = z, l0 = z, h1 = z, l1 = z, h2 = z, l2 = z, h3 = z, l3 = z;
+    for (size_t g = 0; g < dim; g += 4) {
+      if (t == 0) {
+        for (size_t j = 0; j < pf_per_quad && pf < pf_end; ++j, pf += 64) {
+          PrefetchToL2(reinterpret_cast<const void*>(pf));
+        }
+      }
+      const __m512i k =
+          LoadKQuadsVnni(kt + g * dim_stride + t, dim_stride, transpose, flip);
+#define QKERN_ATTN_VNNI_ROW(r)                        \
+  if constexpr (kRows > r) {                          \
+    h##r = DpBusdBroadcast(h##r, k, qc[r] + g);       \
+    l##r = DpBusdBroadcast(l##r, k, qc[r] + dim + g); \
+  }
+      QKERN_ATTN_FOR_ROWS(QKERN_ATTN_VNNI_ROW)
+#undef QKERN_ATTN_VNNI_ROW
     }
-    if constexpr (kRows > 2) {
-      StoreDotsVnni(c01, c23, corr[2], step[2], k_mult + t, scores + 2 * S + t);
-    }
-    if constexpr (kRows > 3) {
-      StoreDotsVnni(e01, e23, corr[3], step[3], k_mult + t, scores + 3 * S + t);
-    }
+#define QKERN_ATTN_VNNI_STORE(r)                                             \
+  if constexpr (kRows > r) {                                                 \
+    const __m512i sums =                                                     \
+        _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(h##r, 7), l##r), \
+                         _mm512_set1_epi32(corr[r]));                        \
+    const __m512 dots =                                                      \
+        _mm512_mul_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(step[r]));    \
+    _mm512_storeu_ps(scores + r * S + t,                                     \
+                     _mm512_mul_ps(dots, _mm512_loadu_ps(k_mult + t)));      \
+  }
+    QKERN_ATTN_FOR_ROWS(QKERN_ATTN_VNNI_STORE)
+#undef QKERN_ATTN_VNNI_STORE
   }
 }
 
 HWY_INLINE void DotRowsInt8Vnni(size_t rows, const uint8_t* const* qc,
                                 const int32_t* corr, const float* step,
                                 const float* k_mult, size_t dim,
-                                const uint8_t* k, size_t k_stride, size_t n,
+                                const uint8_t* kt, size_t dim_stride, size_t n,
                                 float* scores, const uint8_t* k_ahead) {
   switch (rows) {
     case 1:
-      return DotTileInt8Vnni<1>(qc, corr, step, k_mult, dim, k, k_stride, n,
+      return DotTileInt8Vnni<1>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
                                 scores, k_ahead);
     case 2:
-      return DotTileInt8Vnni<2>(qc, corr, step, k_mult, dim, k, k_stride, n,
+      return DotTileInt8Vnni<2>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
                                 scores, k_ahead);
     case 3:
-      return DotTileInt8Vnni<3>(qc, corr, step, k_mult, dim, k, k_stride, n,
+      return DotTileInt8Vnni<3>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
                                 scores, k_ahead);
     default:
-      return DotTileInt8Vnni<4>(qc, corr, step, k_mult, dim, k, k_stride, n,
+      return DotTileInt8Vnni<4>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
                                 scores, k_ahead);
   }
 }
@@ -818,9 +699,8 @@ HWY_INLINE __m512i DpWssd(__m512i acc, __m512i v, __m512i w) {
 template <size_t kRows>
 HWY_NOINLINE void AccumulateTileVnni(const int16_t* codes, const float* step,
                                      size_t n, const uint8_t* const* v,
-                                     const uint8_t* const* v_ahead,
-                                     size_t dim, float* acc,
-                                     size_t acc_stride) {
+                                     const uint8_t* const* v_ahead, size_t dim,
+                                     float* acc, size_t acc_stride) {
   constexpr size_t CS = 2 * detail::kAttnScoreStride;
   const __m512i idx_lo =
       _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
@@ -1100,12 +980,25 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
     std::fill(k_mult, k_mult + S, 0.0f);
     std::fill(v_mult, v_mult + S, 0.0f);
   }
-  const size_t row_bytes = layout.TokenStride();
+  // V rows are token-major, row_bytes apart; K is dim-major, its dims
+  // k_dim_stride bytes apart.
+  const size_t row_bytes = layout.TokenStride(KvPart::kV);
+  const size_t k_token_stride = layout.TokenStride(KvPart::kK);
+  const size_t k_dim_stride = layout.ValueStride(KvPart::kK);
+  // This task's parts inside a block, taken from the layout once: per
+  // segment only `slot * stride` is added.
+  const size_t k_values = layout.ValuesOffset(c.layer, kv_head, KvPart::kK);
+  const size_t v_values = layout.ValuesOffset(c.layer, kv_head, KvPart::kV);
+  const size_t k_scales =
+      kScaled ? layout.ScaleOffset(c.layer, kv_head, KvPart::kK, 0) : 0;
+  const size_t v_scales =
+      kScaled ? layout.ScaleOffset(c.layer, kv_head, KvPart::kV, 0) : 0;
+  auto block_of = [&](size_t pos) { return pos / bt; };
   // A tile is aligned to kAttnTileTokens positions and may span blocks; a
   // segment is its part inside one block.
   auto for_each_segment = [&](size_t t0, size_t t1, const auto& func) {
     for (size_t seg = t0; seg < t1;) {
-      const size_t b = seg / bt;
+      const size_t b = block_of(seg);
       const size_t seg_end = std::min(t1, (b + 1) * bt);
       func(c.cache->BlockData(c.block_table[b]), seg - b * bt, seg - t0,
            seg_end - seg);
@@ -1125,27 +1018,22 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
         [&](const uint8_t* block, size_t slot, size_t col, size_t count) {
           if constexpr (kScaled) {
             // k_mult = row scale * attention scale (one product, as before).
-            const uint8_t* k_scales =
-                block + layout.ScaleOffset(c.layer, kv_head, KvPart::kK, slot);
             const DAttn d;
             const size_t N = hn::Lanes(d);
-            const float* k_scale_f = reinterpret_cast<const float*>(k_scales);
+            const float* k_scale_f = reinterpret_cast<const float*>(
+                block + k_scales + slot * sizeof(float));
             size_t j = 0;
             for (; j + N <= count; j += N) {
               hn::StoreU(hn::Mul(hn::LoadU(d, k_scale_f + j), v_attn_scale), d,
                          k_mult + col + j);
             }
             for (; j < count; ++j) k_mult[col + j] = k_scale_f[j] * p.scale;
-            memcpy(
-                v_mult + col,
-                block + layout.ScaleOffset(c.layer, kv_head, KvPart::kV, slot),
-                count * sizeof(float));
+            memcpy(v_mult + col, block + v_scales + slot * sizeof(float),
+                   count * sizeof(float));
           }
-          const uint8_t* k_rows =
-              block + layout.RowOffset(c.layer, kv_head, KvPart::kK, slot);
+          const uint8_t* k_rows = block + k_values + slot * k_token_stride;
           if (int_dot) {
-            const uint8_t* v_seg =
-                block + layout.RowOffset(c.layer, kv_head, KvPart::kV, slot);
+            const uint8_t* v_seg = block + v_values + slot * row_bytes;
             for (size_t j = 0; j < count; ++j) {
               v_ptrs[col + j] = v_seg + j * row_bytes;
             }
@@ -1155,24 +1043,20 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
           const uint8_t* k_ahead = nullptr;
           const uint8_t* v_ahead = nullptr;
           const size_t ahead = t0 + col + kPrefetchTokens;
-          if (ahead + count <= hi && ahead / bt == (ahead + count - 1) / bt) {
+          const size_t ahead_b = block_of(ahead);
+          if (ahead + count <= hi && ahead_b == block_of(ahead + count - 1)) {
             const uint8_t* ahead_block =
-                c.cache->BlockData(c.block_table[ahead / bt]);
-            k_ahead = ahead_block + layout.RowOffset(c.layer, kv_head,
-                                                     KvPart::kK, ahead % bt);
-            v_ahead = ahead_block + layout.RowOffset(c.layer, kv_head,
-                                                     KvPart::kV, ahead % bt);
+                c.cache->BlockData(c.block_table[ahead_b]);
+            const size_t ahead_slot = ahead - ahead_b * bt;
+            k_ahead = ahead_block + k_values + ahead_slot * k_token_stride;
+            v_ahead = ahead_block + v_values + ahead_slot * row_bytes;
             if constexpr (kScaled) {
               // The scales sit in their own lines after the codes, and are
               // read before any dot of the block: without this each block
               // would start with two demand misses. (Neutral on Zen 5, where
               // int8 decode is compute-bound; it matters where it is not.)
-              PrefetchToL2(ahead_block + layout.ScaleOffset(c.layer, kv_head,
-                                                             KvPart::kK,
-                                                             ahead % bt));
-              PrefetchToL2(ahead_block + layout.ScaleOffset(c.layer, kv_head,
-                                                             KvPart::kV,
-                                                             ahead % bt));
+              PrefetchToL2(ahead_block + k_scales + ahead_slot * sizeof(float));
+              PrefetchToL2(ahead_block + v_scales + ahead_slot * sizeof(float));
             }
           }
           // V is prefetched by the p.v pass, so that the misses in flight
@@ -1191,22 +1075,22 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
                                       QueryCodeBytes(dim);
               }
               DotRowsInt8Vnni(group_rows, qc, q_corr + r0, q_step + r0,
-                              k_mult + col, dim, k_rows, row_bytes, count,
+                              k_mult + col, dim, k_rows, k_dim_stride, count,
                               scores + r0 * S + col,
                               r0 == 0 ? k_ahead : nullptr);
             }
             return;
           }
 #endif
-          for (size_t r0 = 0; r0 < rows; r0 += kDotRows) {
-            const size_t group_rows = std::min(kDotRows, rows - r0);
+          for (size_t r0 = 0; r0 < rows; r0 += 4) {
+            const size_t group_rows = std::min<size_t>(4, rows - r0);
             const float* q_ptrs[4];
             for (size_t j = 0; j < 4; ++j) {
               q_ptrs[j] = q_row(r0 + std::min(j, group_rows - 1));
             }
-            DotRows<kFormat>(group_rows, q_ptrs, dim, k_rows, row_bytes, count,
-                             scores + r0 * S + col,
-                             r0 == 0 ? k_ahead : nullptr);
+            DotRowsDimMajor<kFormat>(group_rows, q_ptrs, dim, k_rows,
+                                     k_dim_stride, count, scores + r0 * S + col,
+                                     r0 == 0 ? k_ahead : nullptr);
           }
         });
     for (size_t r = 0; r < rows; ++r) {
@@ -1237,10 +1121,10 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
         for (size_t r = 0; r < group_rows; ++r) {
           p_step[r] = QuantizeWeightsRow(scores + (r0 + r) * S, n);
         }
-        AccumulateRowsVnni(
-            group_rows, reinterpret_cast<const int16_t*>(scores + r0 * S),
-            p_step, n, v_ptrs, r0 == 0 ? v_ahead_ptrs : nullptr, dim,
-            acc + r0 * acc_stride, acc_stride);
+        AccumulateRowsVnni(group_rows,
+                           reinterpret_cast<const int16_t*>(scores + r0 * S),
+                           p_step, n, v_ptrs, r0 == 0 ? v_ahead_ptrs : nullptr,
+                           dim, acc + r0 * acc_stride, acc_stride);
       }
       t0 = t1;
       continue;
@@ -1249,8 +1133,7 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
     for_each_segment(
         t0, t1,
         [&](const uint8_t* block, size_t slot, size_t col, size_t count) {
-          const uint8_t* v_rows =
-              block + layout.RowOffset(c.layer, kv_head, KvPart::kV, slot);
+          const uint8_t* v_rows = block + v_values + slot * row_bytes;
           for (size_t r0 = 0; r0 < rows; r0 += 4) {
             AccumulateRows<kFormat>(
                 std::min<size_t>(4, rows - r0), scores + r0 * S + col, count,

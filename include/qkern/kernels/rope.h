@@ -569,7 +569,9 @@ constexpr size_t kRopeFusedStackFloats = 4096;
 //
 // One pass: each K head is rotated in registers and encoded straight into
 // its page row (PagedKvCache::WritablePosition); int8 rotates twice (amax,
-// then codes) rather than staging the row in memory. On error the position
+// then codes) rather than staging the row in memory. f32 and f16 K rows are
+// dim-major in the page, so they are encoded into a stack row and then
+// spread over the dims. On error the position
 // is left unwritten for `layer`, as after a failed WriteKV.
 inline Status RopeAndWriteK(const RopeTable& table, PagedKvCache* cache,
                             KvSeqId seq, size_t layer, size_t pos,
@@ -620,13 +622,23 @@ inline Status RopeAndWriteK(const RopeTable& table, PagedKvCache* cache,
   row_call.interleaved = call.interleaved;
   row_call.format = config.format;
   const size_t dim = config.head_dim;
+  const size_t element_bytes = GetKvFormatInfo(config.format).element_bytes;
+  alignas(64) uint8_t staged_row[kMaxRopeHeadDim * sizeof(float)];
   KvPositionSlots rows;
   QKERN_RETURN_IF_ERROR(cache->WritablePosition(seq, layer, pos, &rows));
   for (size_t head = 0; head < config.num_kv_heads; ++head) {
     KvRowSlot slot = rows.Row(head, KvPart::kK);
     float bad = 0.0f;
+    // Dim-major K (f32, f16): the rotated row is encoded here, then spread
+    // over its dims (rotation pairs span the row, so it is not chunked).
+    const bool staged = slot.value_stride != element_bytes;
     size_t stored = detail::DispatchRopeEncodeKvRow(
-        row_call, k + head * dim, slot.values, slot.scale, &bad);
+        row_call, k + head * dim, staged ? staged_row : slot.values, slot.scale,
+        &bad);
+    if (staged) {
+      ScatterKvValues(staged_row, stored, element_bytes, slot.values,
+                      slot.value_stride);
+    }
     if (stored != dim) {
       return detail::KvUnstorableValue("RopeAndWriteK", KvPart::kK,
                                        head * dim + stored, bad, layer, pos,
@@ -634,8 +646,7 @@ inline Status RopeAndWriteK(const RopeTable& table, PagedKvCache* cache,
     }
     slot = rows.Row(head, KvPart::kV);
     const float* v_head = v + head * dim;
-    stored = detail::DispatchEncodeKvRow(config.format, v_head, dim,
-                                         slot.values, slot.scale);
+    stored = EncodeKvRowToSlot(config.format, v_head, dim, slot);
     if (stored != dim) {
       return detail::KvUnstorableValue("RopeAndWriteK", KvPart::kV,
                                        head * dim + stored, v_head[stored],

@@ -156,6 +156,26 @@ inline void DecodeKvRow(KvFormat format, const void* values, const float* scale,
   }
 }
 
+// Moves `n` values of `element_bytes` each between the contiguous row that
+// EncodeKvRow writes (and DecodeKvRow reads) and a row stored `stride` bytes
+// apart in a block (KvBlockLayout::ValueStride).
+inline void ScatterKvValues(const void* row, size_t n, size_t element_bytes,
+                            void* dst, size_t stride) {
+  const uint8_t* in = static_cast<const uint8_t*>(row);
+  uint8_t* out = static_cast<uint8_t*>(dst);
+  for (size_t i = 0; i < n; ++i) {
+    memcpy(out + i * stride, in + i * element_bytes, element_bytes);
+  }
+}
+inline void GatherKvValues(const void* src, size_t stride, size_t n,
+                           size_t element_bytes, void* row) {
+  const uint8_t* in = static_cast<const uint8_t*>(src);
+  uint8_t* out = static_cast<uint8_t*>(row);
+  for (size_t i = 0; i < n; ++i) {
+    memcpy(out + i * element_bytes, in + i * stride, element_bytes);
+  }
+}
+
 // --- Block layout ----------------------------------------------------------
 //
 // A block holds `block_tokens` consecutive positions of one sequence for all
@@ -163,21 +183,34 @@ inline void DecodeKvRow(KvFormat format, const void* values, const float* scale,
 //
 //   for layer in [0, num_layers):
 //     for kv_head in [0, num_kv_heads):
-//       K part: values[block_tokens][head_dim]  (token-major)
+//       K part: values[head_dim][block_tokens]  (dim-major)
 //               scales[block_tokens]            (f32, int8 only)
-//       V part: likewise
+//       V part: values[block_tokens][head_dim]  (token-major)
+//               scales[block_tokens]            (f32, int8 only)
 //
 // Each values and scales array starts on a kKvAlign boundary (padding after
 // it when needed), and so does each block, so a kernel's vector loads are
-// aligned for the usual shapes.
+// aligned for the usual shapes. A row's values are ValueStride(part) bytes
+// apart and rows TokenStride(part) bytes apart.
 // Why this order: decode attention for one (layer, kv head) walks the block
 // table and, per block, reads K then V of that head: one contiguous run of
 // HeadBytes() per block, with the int8 scales right behind the codes they
-// scale. Token-major rows are what an append writes (one row per token and
-// head, RoPE can be fused into that write) and what P*V accumulates.
+// scale. V rows are token-major because P*V accumulates whole rows. K is
+// dim-major because q.k then runs with positions in the vector lanes: one
+// FMA per (dim, row) with q's value broadcast, and no sum across lanes per
+// position (which, token-major, costs about as many shuffles as the FMAs
+// themselves at head_dim 64); the int8 integer-dot kernel turns four dim
+// rows into 4-byte groups per position with one byte permute.
+// A kernel may read up to kKvMaxOverreadBytes past the end of a K values
+// array (a vector load starting at the last dim's position s covers
+// positions past the block's end): that stays inside the block, because the
+// head's V part (at least kKvAlign bytes) follows.
 // Kernels must take every offset from this struct, never recompute them.
 
 constexpr size_t kKvAlign = 64;
+// Bytes a kernel may read past a K values array (see above): at most one
+// vector of 16 f32 lanes minus one element.
+constexpr size_t kKvMaxOverreadBytes = kKvAlign - 4;
 
 enum class KvPart : uint32_t { kK = 0, kV = 1 };
 
@@ -277,15 +310,25 @@ class KvBlockLayout {
   KvFormat format() const { return format_; }
   bool has_row_scales() const { return GetKvFormatInfo(format_).has_row_scale; }
 
-  // Bytes of one stored row (head_dim values of one token and head).
+  // Bytes of one stored row's values (head_dim values of one token and
+  // head), as EncodeKvRow writes them contiguously.
   size_t RowBytes() const { return row_bytes_; }
-  // Distance between consecutive tokens' rows in a values array.
-  size_t TokenStride() const { return row_bytes_; }
+  // Bytes between consecutive values of one row of `part` in a block (K is
+  // dim-major, V token-major: see the layout above).
+  size_t ValueStride(KvPart part) const {
+    const size_t element = GetKvFormatInfo(format_).element_bytes;
+    return part == KvPart::kK ? block_tokens_ * element : element;
+  }
+  // Bytes between the first values of consecutive tokens' rows of `part`.
+  size_t TokenStride(KvPart part) const {
+    return part == KvPart::kK ? GetKvFormatInfo(format_).element_bytes
+                              : row_bytes_;
+  }
   // One (layer, kv head): K part then V part.
   size_t HeadBytes() const { return head_bytes_; }
   size_t BlockBytes() const { return block_bytes_; }
 
-  // Offset of the [block_tokens][head_dim] values array of one part.
+  // Offset of the values array of one part.
   // Arguments must be in range (checked by the cache's entry points).
   size_t ValuesOffset(size_t layer, size_t kv_head, KvPart part) const {
     return layer * layer_bytes_ + kv_head * head_bytes_ +
@@ -295,10 +338,11 @@ class KvBlockLayout {
   size_t ScalesOffset(size_t layer, size_t kv_head, KvPart part) const {
     return ValuesOffset(layer, kv_head, part) + values_bytes_;
   }
-  // Offset of one token's row, `slot` in [0, block_tokens).
+  // Offset of the first value of one token's row, `slot` in
+  // [0, block_tokens); the others follow ValueStride(part) bytes apart.
   size_t RowOffset(size_t layer, size_t kv_head, KvPart part,
                    size_t slot) const {
-    return ValuesOffset(layer, kv_head, part) + slot * row_bytes_;
+    return ValuesOffset(layer, kv_head, part) + slot * TokenStride(part);
   }
   size_t ScaleOffset(size_t layer, size_t kv_head, KvPart part,
                      size_t slot) const {

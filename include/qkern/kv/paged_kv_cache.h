@@ -90,13 +90,66 @@ inline Status KvUnstorableValue(const char* op, KvPart part, size_t index,
 
 }  // namespace detail
 
-// Where one stored row of the cache lives: RowBytes() bytes of values in the
-// cache format and, for int8, the row's f32 scale (4-byte aligned). Neither
-// is 64-byte aligned in general.
+// Where one stored row of the cache lives: head_dim values in the cache
+// format, `value_stride` bytes apart (the element size, or more for K stored
+// dim-major: see KvBlockLayout), and, for int8, the row's f32 scale (4-byte
+// aligned). Neither is 64-byte aligned in general. EncodeKvRowToSlot stores a
+// row either way.
 struct KvRowSlot {
   uint8_t* values = nullptr;
+  size_t value_stride = 0;
   float* scale = nullptr;  // null for formats without row scales
 };
+
+// EncodeKvRow (same result: n, or the index of the first value `format`
+// cannot hold) of src[0, n) into `slot`.
+inline size_t EncodeKvRowToSlot(KvFormat format, const float* src, size_t n,
+                                const KvRowSlot& slot) {
+  const size_t element = GetKvFormatInfo(format).element_bytes;
+  if (slot.value_stride == element) {
+    return detail::DispatchEncodeKvRow(format, src, n, slot.values, slot.scale);
+  }
+  if (format == KvFormat::kInt8) {
+    // The row's scale depends on all its values: stage the whole row.
+    alignas(64) uint8_t row[kMaxKvHeadDim];
+    if (n > kMaxKvHeadDim) return 0;
+    const size_t stored =
+        detail::DispatchEncodeKvRow(format, src, n, row, slot.scale);
+    ScatterKvValues(row, stored, element, slot.values, slot.value_stride);
+    return stored;
+  }
+  // f32 and f16 encode value by value: encoding in chunks gives the same
+  // bytes.
+  constexpr size_t kChunk = 256;
+  alignas(64) uint8_t staged[kChunk * sizeof(float)];
+  for (size_t i = 0; i < n; i += kChunk) {
+    const size_t m = std::min(kChunk, n - i);
+    const size_t stored =
+        detail::DispatchEncodeKvRow(format, src + i, m, staged, nullptr);
+    ScatterKvValues(staged, stored, element,
+                    slot.values + i * slot.value_stride, slot.value_stride);
+    if (stored != m) return i + stored;
+  }
+  return n;
+}
+
+// DecodeKvRow of the row in `slot` into dst[0, n).
+inline void DecodeKvRowFromSlot(KvFormat format, const KvRowSlot& slot,
+                                size_t n, float* dst) {
+  const size_t element = GetKvFormatInfo(format).element_bytes;
+  if (slot.value_stride == element) {
+    DecodeKvRow(format, slot.values, slot.scale, n, dst);
+    return;
+  }
+  constexpr size_t kChunk = 256;
+  alignas(64) uint8_t staged[kChunk * sizeof(float)];
+  for (size_t i = 0; i < n; i += kChunk) {
+    const size_t m = std::min(kChunk, n - i);
+    GatherKvValues(slot.values + i * slot.value_stride, slot.value_stride, m,
+                   element, staged);
+    DecodeKvRow(format, staged, slot.scale, m, dst + i);
+  }
+}
 
 // The rows of one (position, layer) of a sequence, all kv heads, K and V:
 // what PagedKvCache::WritablePosition validated once, so a writer that
@@ -108,6 +161,7 @@ class KvPositionSlots {
   KvRowSlot Row(size_t kv_head, KvPart part) const {
     KvRowSlot slot;
     slot.values = block_ + layout_->RowOffset(layer_, kv_head, part, row_);
+    slot.value_stride = layout_->ValueStride(part);
     if (layout_->has_row_scales()) {
       slot.scale = reinterpret_cast<float*>(
           block_ + layout_->ScaleOffset(layer_, kv_head, part, row_));
@@ -327,10 +381,8 @@ class PagedKvCache {
     for (size_t head = 0; head < config_.num_kv_heads; ++head) {
       for (KvPart part : {KvPart::kK, KvPart::kV}) {
         const float* src = (part == KvPart::kK ? k : v) + head * dim;
-        const size_t stored = detail::DispatchEncodeKvRow(
-            config_.format, src, dim,
-            block + layout_.RowOffset(layer, head, part, slot),
-            ScalePointer(block, layer, head, part, slot));
+        const size_t stored = EncodeKvRowToSlot(
+            config_.format, src, dim, SlotOf(block, layer, head, part, slot));
         if (stored != dim) {
           return detail::KvUnstorableValue("WriteKV", part, head * dim + stored,
                                            src[stored], layer, pos,
@@ -506,10 +558,11 @@ class PagedKvCache {
     const size_t dim = config_.head_dim;
     for (size_t head = 0; head < config_.num_kv_heads; ++head) {
       for (KvPart part : {KvPart::kK, KvPart::kV}) {
-        DecodeKvRow(config_.format,
-                    block + layout_.RowOffset(layer, head, part, slot),
-                    ScalePointer(block, layer, head, part, slot), dim,
-                    (part == KvPart::kK ? k : v) + head * dim);
+        // The slot is only read.
+        DecodeKvRowFromSlot(
+            config_.format,
+            SlotOf(const_cast<uint8_t*>(block), layer, head, part, slot), dim,
+            (part == KvPart::kK ? k : v) + head * dim);
       }
     }
     return Status::Ok();
@@ -635,6 +688,15 @@ class PagedKvCache {
       if (pool_.RefCount(s.blocks[i]) > 1) ++*copies;
     }
     return Status::Ok();
+  }
+
+  KvRowSlot SlotOf(uint8_t* block, size_t layer, size_t head, KvPart part,
+                   size_t slot) const {
+    KvRowSlot row;
+    row.values = block + layout_.RowOffset(layer, head, part, slot);
+    row.value_stride = layout_.ValueStride(part);
+    row.scale = ScalePointer(block, layer, head, part, slot);
+    return row;
   }
 
   // Null for formats without scales: their scale offsets lie outside the
