@@ -38,8 +38,10 @@
 // Writing in place: WritableKvRow gives the page bytes of one (position,
 // layer, kv head, K or V) row of a reserved, uncommitted position, validated
 // as WriteKV validates, so a producer (RopeAndWriteK in rope.h: rotate in
-// registers, encode, store) writes the cache format straight into the page;
-// WritablePosition gives all rows of a (position, layer) for one validation.
+// registers, encode, store) writes the cache format straight into the page
+// (K rows are dim-major, so their values are strided: EncodeKvRowToSlot
+// stores a row either way); WritablePosition gives all rows of a (position,
+// layer) for one validation.
 // Once every row of that (position, layer) is stored, MarkKvWritten sets the
 // mark WriteKV sets; until then CommitTokens and ReadKV refuse the position.
 //
@@ -706,12 +708,6 @@ class PagedKvCache {
                       size_t slot) const {
     if (!layout_.has_row_scales()) return nullptr;
     return reinterpret_cast<float*>(
-        block + layout_.ScaleOffset(layer, head, part, slot));
-  }
-  const float* ScalePointer(const uint8_t* block, size_t layer, size_t head,
-                            KvPart part, size_t slot) const {
-    if (!layout_.has_row_scales()) return nullptr;
-    return reinterpret_cast<const float*>(
         block + layout_.ScaleOffset(layer, head, part, slot));
   }
 
