@@ -251,6 +251,32 @@ HWY_INLINE float SumLanes(VAttn v) {
 
 #define QKERN_ATTN_FOR_ROWS(X) X(0) X(1) X(2) X(3)
 
+// Prefetches the lines of the next tile's dim-major K segment (from
+// `k_ahead`, `dim` dim rows `dim_stride` apart, `bytes` bytes each) into L2,
+// spread over `steps` calls to Step() rather than in one burst (which fills
+// the miss queue). A null `k_ahead` prefetches nothing.
+class SpreadPrefetcher {
+ public:
+  SpreadPrefetcher(const uint8_t* k_ahead, size_t dim, size_t dim_stride,
+                   size_t bytes, size_t steps) {
+    if (k_ahead == nullptr) return;
+    next_ = reinterpret_cast<uintptr_t>(k_ahead) & ~uintptr_t{63};
+    end_ =
+        reinterpret_cast<uintptr_t>(k_ahead) + (dim - 1) * dim_stride + bytes;
+    const size_t lines = (end_ - next_ + 63) / 64;
+    per_step_ = (lines + steps - 1) / steps;
+  }
+  HWY_INLINE void Step() {
+    for (size_t j = 0; j < per_step_ && next_ < end_; ++j, next_ += 64) {
+      PrefetchToL2(reinterpret_cast<const void*>(next_));
+    }
+  }
+
+ private:
+  uintptr_t next_ = 0, end_ = 0;
+  size_t per_step_ = 0;
+};
+
 // scores[r * kAttnScoreStride + t] = q_r . k_t (unscaled: int8 codes) for
 // kRows query rows and `n` positions of dim-major K (see KvBlockLayout):
 // value d of position t at kt + d * dim_stride + t * element bytes. A vector
@@ -278,18 +304,9 @@ HWY_INLINE void DotTileDimMajor(const float* const* q, size_t dim,
   const float* HWY_RESTRICT q1 = q[kRows > 1 ? 1 : 0];
   const float* HWY_RESTRICT q2 = q[kRows > 2 ? 2 : 0];
   const float* HWY_RESTRICT q3 = q[kRows > 3 ? 3 : 0];
-  // Prefetch state: lines from the start of the ahead segment's first dim
-  // row to the end of its last, spread over the first pass's dim pairs.
-  uintptr_t pf = 0, pf_end = 0;
-  size_t pf_per_pair = 0;
-  if (k_ahead != nullptr) {
-    pf = reinterpret_cast<uintptr_t>(k_ahead) & ~uintptr_t{63};
-    pf_end = reinterpret_cast<uintptr_t>(k_ahead) + (dim - 1) * dim_stride +
-             n * kElement;
-    const size_t lines = (pf_end - pf + 63) / 64;
-    const size_t pairs = (dim + 1) / 2;
-    pf_per_pair = (lines + pairs - 1) / pairs;
-  }
+  // Spread over the first pass's dim pairs.
+  SpreadPrefetcher prefetcher(k_ahead, dim, dim_stride, n * kElement,
+                              (dim + 1) / 2);
   for (size_t t = 0; t < n; t += N) {
 #define QKERN_ATTN_ZERO(r) auto a##r = hn::Zero(d), b##r = hn::Zero(d);
     QKERN_ATTN_FOR_ROWS(QKERN_ATTN_ZERO)
@@ -297,11 +314,7 @@ HWY_INLINE void DotTileDimMajor(const float* const* q, size_t dim,
     const uint8_t* kd = kt;
     size_t i = 0;
     for (; i + 2 <= dim; i += 2, kd += 2 * dim_stride) {
-      if (t == 0) {
-        for (size_t j = 0; j < pf_per_pair && pf < pf_end; ++j, pf += 64) {
-          PrefetchToL2(reinterpret_cast<const void*>(pf));
-        }
-      }
+      if (t == 0) prefetcher.Step();
       const VAttn k0 = Load::Vec(kd, t);
       const VAttn k1 = Load::Vec(kd + dim_stride, t);
 #define QKERN_ATTN_FMA_DIMS(r)                            \
@@ -579,30 +592,20 @@ HWY_NOINLINE void DotTileInt8Vnni(const uint8_t* const* qc, const int32_t* corr,
   constexpr size_t S = detail::kAttnScoreStride;
   // Byte 4 p + j of the result is byte p of 128-bit block j (dim j's
   // position p).
-  alignas(64) uint8_t index[64];
-  for (size_t p = 0; p < 16; ++p) {
-    for (size_t j = 0; j < 4; ++j)
-      index[4 * p + j] = static_cast<uint8_t>(16 * j + p);
-  }
-  const __m512i transpose = _mm512_load_si512(index);
+  alignas(64) static constexpr uint8_t kTranspose[64] = {
+      0,  16, 32, 48, 1,  17, 33, 49, 2,  18, 34, 50, 3,  19, 35, 51,
+      4,  20, 36, 52, 5,  21, 37, 53, 6,  22, 38, 54, 7,  23, 39, 55,
+      8,  24, 40, 56, 9,  25, 41, 57, 10, 26, 42, 58, 11, 27, 43, 59,
+      12, 28, 44, 60, 13, 29, 45, 61, 14, 30, 46, 62, 15, 31, 47, 63};
+  const __m512i transpose = _mm512_load_si512(kTranspose);
   const __m512i flip = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
-  uintptr_t pf = 0, pf_end = 0;
-  size_t pf_per_quad = 0;
-  if (k_ahead != nullptr) {
-    pf = reinterpret_cast<uintptr_t>(k_ahead) & ~uintptr_t{63};
-    pf_end = reinterpret_cast<uintptr_t>(k_ahead) + (dim - 1) * dim_stride + n;
-    const size_t lines = (pf_end - pf + 63) / 64;
-    pf_per_quad = (lines + dim / 4 - 1) / (dim / 4);
-  }
+  // Spread over the first pass's quads of dims.
+  SpreadPrefetcher prefetcher(k_ahead, dim, dim_stride, n, dim / 4);
   for (size_t t = 0; t < n; t += 16) {
     const __m512i z = _mm512_setzero_si512();
     __m512i h0 = z, l0 = z, h1 = z, l1 = z, h2 = z, l2 = z, h3 = z, l3 = z;
     for (size_t g = 0; g < dim; g += 4) {
-      if (t == 0) {
-        for (size_t j = 0; j < pf_per_quad && pf < pf_end; ++j, pf += 64) {
-          PrefetchToL2(reinterpret_cast<const void*>(pf));
-        }
-      }
+      if (t == 0) prefetcher.Step();
       const __m512i k =
           LoadKQuadsVnni(kt + g * dim_stride + t, dim_stride, transpose, flip);
 #define QKERN_ATTN_VNNI_ROW(r)                        \
@@ -993,12 +996,11 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
       kScaled ? layout.ScaleOffset(c.layer, kv_head, KvPart::kK, 0) : 0;
   const size_t v_scales =
       kScaled ? layout.ScaleOffset(c.layer, kv_head, KvPart::kV, 0) : 0;
-  auto block_of = [&](size_t pos) { return pos / bt; };
   // A tile is aligned to kAttnTileTokens positions and may span blocks; a
   // segment is its part inside one block.
   auto for_each_segment = [&](size_t t0, size_t t1, const auto& func) {
     for (size_t seg = t0; seg < t1;) {
-      const size_t b = block_of(seg);
+      const size_t b = seg / bt;
       const size_t seg_end = std::min(t1, (b + 1) * bt);
       func(c.cache->BlockData(c.block_table[b]), seg - b * bt, seg - t0,
            seg_end - seg);
@@ -1043,8 +1045,8 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
           const uint8_t* k_ahead = nullptr;
           const uint8_t* v_ahead = nullptr;
           const size_t ahead = t0 + col + kPrefetchTokens;
-          const size_t ahead_b = block_of(ahead);
-          if (ahead + count <= hi && ahead_b == block_of(ahead + count - 1)) {
+          const size_t ahead_b = ahead / bt;
+          if (ahead + count <= hi && ahead_b == (ahead + count - 1) / bt) {
             const uint8_t* ahead_block =
                 c.cache->BlockData(c.block_table[ahead_b]);
             const size_t ahead_slot = ahead - ahead_b * bt;

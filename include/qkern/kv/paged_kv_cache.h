@@ -103,6 +103,22 @@ struct KvRowSlot {
   float* scale = nullptr;  // null for formats without row scales
 };
 
+// The slot of row (layer, kv_head, part) at `slot` of a block.
+inline KvRowSlot KvRowSlotAt(const KvBlockLayout& layout, uint8_t* block,
+                             size_t layer, size_t kv_head, KvPart part,
+                             size_t slot) {
+  KvRowSlot row;
+  row.values = block + layout.RowOffset(layer, kv_head, part, slot);
+  row.value_stride = layout.ValueStride(part);
+  // Formats without scales get null: their scale offsets lie outside the
+  // part. The rows' codecs access scales with memcpy (no alignment assumed).
+  if (layout.has_row_scales()) {
+    row.scale = reinterpret_cast<float*>(
+        block + layout.ScaleOffset(layer, kv_head, part, slot));
+  }
+  return row;
+}
+
 // EncodeKvRow (same result: n, or the index of the first value `format`
 // cannot hold) of src[0, n) into `slot`.
 inline size_t EncodeKvRowToSlot(KvFormat format, const float* src, size_t n,
@@ -161,14 +177,7 @@ class KvPositionSlots {
   KvPositionSlots() = default;
   // `kv_head` < num_kv_heads and `part` K or V (not checked here).
   KvRowSlot Row(size_t kv_head, KvPart part) const {
-    KvRowSlot slot;
-    slot.values = block_ + layout_->RowOffset(layer_, kv_head, part, row_);
-    slot.value_stride = layout_->ValueStride(part);
-    if (layout_->has_row_scales()) {
-      slot.scale = reinterpret_cast<float*>(
-          block_ + layout_->ScaleOffset(layer_, kv_head, part, row_));
-    }
-    return slot;
+    return KvRowSlotAt(*layout_, block_, layer_, kv_head, part, row_);
   }
 
  private:
@@ -384,7 +393,8 @@ class PagedKvCache {
       for (KvPart part : {KvPart::kK, KvPart::kV}) {
         const float* src = (part == KvPart::kK ? k : v) + head * dim;
         const size_t stored = EncodeKvRowToSlot(
-            config_.format, src, dim, SlotOf(block, layer, head, part, slot));
+            config_.format, src, dim,
+            KvRowSlotAt(layout_, block, layer, head, part, slot));
         if (stored != dim) {
           return detail::KvUnstorableValue("WriteKV", part, head * dim + stored,
                                            src[stored], layer, pos,
@@ -561,10 +571,10 @@ class PagedKvCache {
     for (size_t head = 0; head < config_.num_kv_heads; ++head) {
       for (KvPart part : {KvPart::kK, KvPart::kV}) {
         // The slot is only read.
-        DecodeKvRowFromSlot(
-            config_.format,
-            SlotOf(const_cast<uint8_t*>(block), layer, head, part, slot), dim,
-            (part == KvPart::kK ? k : v) + head * dim);
+        DecodeKvRowFromSlot(config_.format,
+                            KvRowSlotAt(layout_, const_cast<uint8_t*>(block),
+                                        layer, head, part, slot),
+                            dim, (part == KvPart::kK ? k : v) + head * dim);
       }
     }
     return Status::Ok();
@@ -690,25 +700,6 @@ class PagedKvCache {
       if (pool_.RefCount(s.blocks[i]) > 1) ++*copies;
     }
     return Status::Ok();
-  }
-
-  KvRowSlot SlotOf(uint8_t* block, size_t layer, size_t head, KvPart part,
-                   size_t slot) const {
-    KvRowSlot row;
-    row.values = block + layout_.RowOffset(layer, head, part, slot);
-    row.value_stride = layout_.ValueStride(part);
-    row.scale = ScalePointer(block, layer, head, part, slot);
-    return row;
-  }
-
-  // Null for formats without scales: their scale offsets lie outside the
-  // part and must not even be formed.
-  // The rows' codecs access scales with memcpy, so no alignment is assumed.
-  float* ScalePointer(uint8_t* block, size_t layer, size_t head, KvPart part,
-                      size_t slot) const {
-    if (!layout_.has_row_scales()) return nullptr;
-    return reinterpret_cast<float*>(
-        block + layout_.ScaleOffset(layer, head, part, slot));
   }
 
   uint64_t& WrittenWord(Sequence* s, size_t pos, size_t layer) const {
