@@ -2,9 +2,6 @@
 #ifndef QKERN_BASE_PREFETCH_H_
 #define QKERN_BASE_PREFETCH_H_
 
-#include <stddef.h>
-#include <stdint.h>
-
 namespace qkern {
 
 // Starts loading the cache line at `p` into L2 (x86 prefetcht1, Arm
@@ -13,9 +10,9 @@ namespace qkern {
 // long run of them stalls the loads behind it, while L2 tracks several times
 // more misses. The demand load then finds the line in L2 (a few ns away).
 //
-// Inline asm where we can: GCC 12 deletes a loop whose body is only
-// __builtin_prefetch calls (PrefetchSpanToL2 compiled to nothing inside the
-// attention kernel), while asm volatile is always kept.
+// Inline asm where we can: GCC 12 deleted the attention kernel's loops whose
+// bodies were only __builtin_prefetch calls (its K and V prefetches compiled
+// to nothing), while asm volatile is always kept.
 inline void PrefetchToL2(const void* p) {
 #if (defined(__GNUC__) || defined(__clang__)) && \
     (defined(__x86_64__) || defined(__i386__))
@@ -27,15 +24,6 @@ inline void PrefetchToL2(const void* p) {
 #else
   (void)p;
 #endif
-}
-
-// PrefetchToL2 on every cache line of [begin, begin + bytes), in one burst.
-inline void PrefetchSpanToL2(const void* begin, size_t bytes) {
-  const char* p = static_cast<const char*>(begin);
-  const size_t skew = reinterpret_cast<uintptr_t>(p) & 63;
-  for (size_t offset = 0; offset < skew + bytes; offset += 64) {
-    PrefetchToL2(p - skew + offset);
-  }
 }
 
 }  // namespace qkern

@@ -17,9 +17,9 @@
 // row
 // scale, soft-cap, causal/window mask, new max, p = exp(s - m) with
 // Highway's vector Exp, rescale of acc and l by exp(m_old - m_new) when the
-// max grew, and acc += p * V (up to 4 rows x 2 vectors of head_dim). Each
-// segment's K, V and scale lines one tile later are prefetched into L2 in a
-// burst before its dots.
+// max grew, and acc += p * V (up to 4 rows x 2 vectors of head_dim). The
+// K rows of the next tile are prefetched while the q.k dots run, its V rows
+// while p.v runs.
 // K and V are read in place: f16 widened with PromoteTo, int8 codes widened
 // to f32; the int8 row scale factors out of both products (score = scale_k *
 // q.codes, acc += (p * scale_v) * codes), so it is applied once per token.
@@ -251,6 +251,32 @@ HWY_INLINE float SumLanes(VAttn v) {
 
 #define QKERN_ATTN_FOR_ROWS(X) X(0) X(1) X(2) X(3)
 
+// Prefetches the lines of the next tile's dim-major K segment (from
+// `k_ahead`, `dim` dim rows `dim_stride` apart, `bytes` bytes each) into L2,
+// spread over `steps` calls to Step() rather than in one burst (which fills
+// the miss queue). A null `k_ahead` prefetches nothing.
+class SpreadPrefetcher {
+ public:
+  SpreadPrefetcher(const uint8_t* k_ahead, size_t dim, size_t dim_stride,
+                   size_t bytes, size_t steps) {
+    if (k_ahead == nullptr) return;
+    next_ = reinterpret_cast<uintptr_t>(k_ahead) & ~uintptr_t{63};
+    end_ =
+        reinterpret_cast<uintptr_t>(k_ahead) + (dim - 1) * dim_stride + bytes;
+    const size_t lines = (end_ - next_ + 63) / 64;
+    per_step_ = (lines + steps - 1) / steps;
+  }
+  HWY_INLINE void Step() {
+    for (size_t j = 0; j < per_step_ && next_ < end_; ++j, next_ += 64) {
+      PrefetchToL2(reinterpret_cast<const void*>(next_));
+    }
+  }
+
+ private:
+  uintptr_t next_ = 0, end_ = 0;
+  size_t per_step_ = 0;
+};
+
 // scores[r * kAttnScoreStride + t] = q_r . k_t (unscaled: int8 codes) for
 // kRows query rows and `n` positions of dim-major K (see KvBlockLayout):
 // value d of position t at kt + d * dim_stride + t * element bytes. A vector
@@ -260,20 +286,27 @@ HWY_INLINE float SumLanes(VAttn v) {
 // head_dim 64). Two accumulators per row (even and odd dims) keep
 // 2 * kRows FMA chains in flight. Writes up to N - 1 floats past column
 // n - 1 and reads up to N - 1 values past the last dim's n positions (inside
-// the block: kKvMaxOverreadBytes).
+// the block: kKvMaxOverreadBytes). Unless null, `k_ahead` is the same
+// segment a tile later; its lines are prefetched a few per dim pair.
 template <KvFormat kFormat, size_t kRows>
 HWY_INLINE void DotTileDimMajor(const float* const* q, size_t dim,
                                 const uint8_t* kt, size_t dim_stride, size_t n,
-                                float* scores) {
+                                float* scores, const uint8_t* k_ahead) {
   static_assert(kRows >= 1 && kRows <= 4, "1..4 rows per register block");
   using Load = KvLoad<kFormat>;
   const DAttn d;
   const size_t N = hn::Lanes(d);
   constexpr size_t S = detail::kAttnScoreStride;
+  constexpr size_t kElement = kFormat == KvFormat::kF32   ? 4
+                              : kFormat == KvFormat::kF16 ? 2
+                                                          : 1;
   const float* HWY_RESTRICT q0 = q[0];
   const float* HWY_RESTRICT q1 = q[kRows > 1 ? 1 : 0];
   const float* HWY_RESTRICT q2 = q[kRows > 2 ? 2 : 0];
   const float* HWY_RESTRICT q3 = q[kRows > 3 ? 3 : 0];
+  // Spread over the first pass's dim pairs.
+  SpreadPrefetcher prefetcher(k_ahead, dim, dim_stride, n * kElement,
+                              (dim + 1) / 2);
   for (size_t t = 0; t < n; t += N) {
 #define QKERN_ATTN_ZERO(r) auto a##r = hn::Zero(d), b##r = hn::Zero(d);
     QKERN_ATTN_FOR_ROWS(QKERN_ATTN_ZERO)
@@ -281,6 +314,7 @@ HWY_INLINE void DotTileDimMajor(const float* const* q, size_t dim,
     const uint8_t* kd = kt;
     size_t i = 0;
     for (; i + 2 <= dim; i += 2, kd += 2 * dim_stride) {
+      if (t == 0) prefetcher.Step();
       const VAttn k0 = Load::Vec(kd, t);
       const VAttn k1 = Load::Vec(kd + dim_stride, t);
 #define QKERN_ATTN_FMA_DIMS(r)                            \
@@ -308,11 +342,12 @@ HWY_INLINE void DotTileDimMajor(const float* const* q, size_t dim,
 
 // acc_r += sum_t p[r * kAttnScoreStride + t] * v_t for kRows rows and `n` V
 // rows. Two vectors of head_dim per pass give 2 * kRows FMA chains; each V
-// vector is widened once and used by every row.
+// vector is widened once and used by every row. Unless null, `v_ahead` is the
+// V rows a tile later (same stride), prefetched one row per position.
 template <KvFormat kFormat, size_t kRows>
 HWY_INLINE void AccumulateTile(const float* p, size_t n, const uint8_t* v,
                                size_t v_stride, size_t dim, float* acc,
-                               size_t acc_stride) {
+                               size_t acc_stride, const uint8_t* v_ahead) {
   static_assert(kRows >= 1 && kRows <= 4, "1..4 rows per register block");
   using Load = KvLoad<kFormat>;
   const DAttn d;
@@ -334,6 +369,11 @@ HWY_INLINE void AccumulateTile(const float* p, size_t n, const uint8_t* v,
 #undef QKERN_ATTN_LOAD2
     for (size_t t = 0; t < n; ++t) {
       const uint8_t* vt = v + t * v_stride;
+      if (v_ahead != nullptr && i == 0) {
+        for (size_t off = 0; off < v_stride; off += 64) {
+          PrefetchToL2(v_ahead + t * v_stride + off);
+        }
+      }
       const VAttn v0 = Load::Vec(vt, i);
       const VAttn v1 = Load::Vec(vt, i + N);
 #define QKERN_ATTN_FMA2(r)                     \
@@ -387,36 +427,41 @@ HWY_INLINE void AccumulateTile(const float* p, size_t n, const uint8_t* v,
 template <KvFormat kFormat>
 HWY_INLINE void DotRowsDimMajor(size_t rows, const float* const* q, size_t dim,
                                 const uint8_t* kt, size_t dim_stride, size_t n,
-                                float* scores) {
+                                float* scores, const uint8_t* k_ahead) {
   switch (rows) {
     case 1:
-      return DotTileDimMajor<kFormat, 1>(q, dim, kt, dim_stride, n, scores);
+      return DotTileDimMajor<kFormat, 1>(q, dim, kt, dim_stride, n, scores,
+                                         k_ahead);
     case 2:
-      return DotTileDimMajor<kFormat, 2>(q, dim, kt, dim_stride, n, scores);
+      return DotTileDimMajor<kFormat, 2>(q, dim, kt, dim_stride, n, scores,
+                                         k_ahead);
     case 3:
-      return DotTileDimMajor<kFormat, 3>(q, dim, kt, dim_stride, n, scores);
+      return DotTileDimMajor<kFormat, 3>(q, dim, kt, dim_stride, n, scores,
+                                         k_ahead);
     default:
-      return DotTileDimMajor<kFormat, 4>(q, dim, kt, dim_stride, n, scores);
+      return DotTileDimMajor<kFormat, 4>(q, dim, kt, dim_stride, n, scores,
+                                         k_ahead);
   }
 }
 
 template <KvFormat kFormat>
 HWY_INLINE void AccumulateRows(size_t rows, const float* p, size_t n,
                                const uint8_t* v, size_t v_stride, size_t dim,
-                               float* acc, size_t acc_stride) {
+                               float* acc, size_t acc_stride,
+                               const uint8_t* v_ahead) {
   switch (rows) {
     case 1:
-      return AccumulateTile<kFormat, 1>(p, n, v, v_stride, dim, acc,
-                                        acc_stride);
+      return AccumulateTile<kFormat, 1>(p, n, v, v_stride, dim, acc, acc_stride,
+                                        v_ahead);
     case 2:
-      return AccumulateTile<kFormat, 2>(p, n, v, v_stride, dim, acc,
-                                        acc_stride);
+      return AccumulateTile<kFormat, 2>(p, n, v, v_stride, dim, acc, acc_stride,
+                                        v_ahead);
     case 3:
-      return AccumulateTile<kFormat, 3>(p, n, v, v_stride, dim, acc,
-                                        acc_stride);
+      return AccumulateTile<kFormat, 3>(p, n, v, v_stride, dim, acc, acc_stride,
+                                        v_ahead);
     default:
-      return AccumulateTile<kFormat, 4>(p, n, v, v_stride, dim, acc,
-                                        acc_stride);
+      return AccumulateTile<kFormat, 4>(p, n, v, v_stride, dim, acc, acc_stride,
+                                        v_ahead);
   }
 }
 
@@ -537,12 +582,13 @@ HWY_INLINE __m512i LoadKQuadsVnni(const uint8_t* k, size_t dim_stride,
 // positions of dim-major int8 K, 16 per pass; may write up to 15 floats
 // past column n - 1 (reading k_mult that far) and reads K as
 // DotTileDimMajor does. Row r's codes at qc[r] (QuantizeQueryRow).
+// Prefetches `k_ahead` as DotTileDimMajor does.
 template <size_t kRows>
 HWY_NOINLINE void DotTileInt8Vnni(const uint8_t* const* qc, const int32_t* corr,
                                   const float* step, const float* k_mult,
                                   size_t dim, const uint8_t* kt,
-                                  size_t dim_stride, size_t n,
-                                  float* scores) {
+                                  size_t dim_stride, size_t n, float* scores,
+                                  const uint8_t* k_ahead) {
   constexpr size_t S = detail::kAttnScoreStride;
   // Byte 4 p + j of the result is byte p of 128-bit block j (dim j's
   // position p).
@@ -553,10 +599,13 @@ HWY_NOINLINE void DotTileInt8Vnni(const uint8_t* const* qc, const int32_t* corr,
       12, 28, 44, 60, 13, 29, 45, 61, 14, 30, 46, 62, 15, 31, 47, 63};
   const __m512i transpose = _mm512_load_si512(kTranspose);
   const __m512i flip = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
+  // Spread over the first pass's quads of dims.
+  SpreadPrefetcher prefetcher(k_ahead, dim, dim_stride, n, dim / 4);
   for (size_t t = 0; t < n; t += 16) {
     const __m512i z = _mm512_setzero_si512();
     __m512i h0 = z, l0 = z, h1 = z, l1 = z, h2 = z, l2 = z, h3 = z, l3 = z;
     for (size_t g = 0; g < dim; g += 4) {
+      if (t == 0) prefetcher.Step();
       const __m512i k =
           LoadKQuadsVnni(kt + g * dim_stride + t, dim_stride, transpose, flip);
 #define QKERN_ATTN_VNNI_ROW(r)                        \
@@ -586,20 +635,20 @@ HWY_INLINE void DotRowsInt8Vnni(size_t rows, const uint8_t* const* qc,
                                 const int32_t* corr, const float* step,
                                 const float* k_mult, size_t dim,
                                 const uint8_t* kt, size_t dim_stride, size_t n,
-                                float* scores) {
+                                float* scores, const uint8_t* k_ahead) {
   switch (rows) {
     case 1:
       return DotTileInt8Vnni<1>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
-                                scores);
+                                scores, k_ahead);
     case 2:
       return DotTileInt8Vnni<2>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
-                                scores);
+                                scores, k_ahead);
     case 3:
       return DotTileInt8Vnni<3>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
-                                scores);
+                                scores, k_ahead);
     default:
       return DotTileInt8Vnni<4>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
-                                scores);
+                                scores, k_ahead);
   }
 }
 
@@ -648,12 +697,13 @@ HWY_INLINE __m512i DpWssd(__m512i acc, __m512i v, __m512i w) {
 // acc_r[0, dim) += step_r * sum_t c_rt v_t for kRows rows; codes of row r at
 // codes + r * 2 kAttnScoreStride (int16), v[t] the V row of position t.
 // dim is a multiple of 64. Lanes hold dims in the order unpacklo/hi leave
-// them; a permute per 16 dims restores it once per tile.
+// them; a permute per 16 dims restores it once per tile. Unless null,
+// v_ahead[t] (itself null or not) is the V row to prefetch a tile later.
 template <size_t kRows>
 HWY_NOINLINE void AccumulateTileVnni(const int16_t* codes, const float* step,
                                      size_t n, const uint8_t* const* v,
-                                     size_t dim, float* acc,
-                                     size_t acc_stride) {
+                                     const uint8_t* const* v_ahead, size_t dim,
+                                     float* acc, size_t acc_stride) {
   constexpr size_t CS = 2 * detail::kAttnScoreStride;
   const __m512i idx_lo =
       _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
@@ -667,6 +717,14 @@ HWY_NOINLINE void AccumulateTileVnni(const int16_t* codes, const float* step,
       // An odd n pairs the last row with itself; its partner code is 0.
       const uint8_t* v0 = v[t] + g;
       const uint8_t* v1 = v[std::min(t + 1, n - 1)] + g;
+      if (v_ahead != nullptr && g == 0) {
+        for (size_t j = t; j < std::min(t + 2, n); ++j) {
+          if (v_ahead[j] == nullptr) continue;
+          for (size_t off = 0; off < dim; off += 64) {
+            PrefetchToL2(v_ahead[j] + off);
+          }
+        }
+      }
       const __m512i x0 = _mm512_cvtepi8_epi16(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v0)));
       const __m512i y0 = _mm512_cvtepi8_epi16(
@@ -717,17 +775,22 @@ HWY_NOINLINE void AccumulateTileVnni(const int16_t* codes, const float* step,
 
 HWY_INLINE void AccumulateRowsVnni(size_t rows, const int16_t* codes,
                                    const float* step, size_t n,
-                                   const uint8_t* const* v, size_t dim,
+                                   const uint8_t* const* v,
+                                   const uint8_t* const* v_ahead, size_t dim,
                                    float* acc, size_t acc_stride) {
   switch (rows) {
     case 1:
-      return AccumulateTileVnni<1>(codes, step, n, v, dim, acc, acc_stride);
+      return AccumulateTileVnni<1>(codes, step, n, v, v_ahead, dim, acc,
+                                   acc_stride);
     case 2:
-      return AccumulateTileVnni<2>(codes, step, n, v, dim, acc, acc_stride);
+      return AccumulateTileVnni<2>(codes, step, n, v, v_ahead, dim, acc,
+                                   acc_stride);
     case 3:
-      return AccumulateTileVnni<3>(codes, step, n, v, dim, acc, acc_stride);
+      return AccumulateTileVnni<3>(codes, step, n, v, v_ahead, dim, acc,
+                                   acc_stride);
     default:
-      return AccumulateTileVnni<4>(codes, step, n, v, dim, acc, acc_stride);
+      return AccumulateTileVnni<4>(codes, step, n, v, v_ahead, dim, acc,
+                                   acc_stride);
   }
 }
 
@@ -911,6 +974,9 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
   const VAttn v_attn_scale = hn::Set(DAttn(), p.scale);
   // Integer p.v: the V row of each position of the tile.
   const uint8_t* v_ptrs[detail::kAttnTileTokens];
+  // ... and the V row a tile later (null where none: the segment's ahead
+  // rows then do not lie in one block).
+  const uint8_t* v_ahead_ptrs[detail::kAttnTileTokens];
   HWY_ALIGN float k_mult[S];
   HWY_ALIGN float v_mult[S];
   if constexpr (kScaled) {
@@ -942,26 +1008,11 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
     }
   };
   constexpr size_t kTile = detail::kAttnTileTokens;
-  // Before each segment's dots, the same positions one tile later are
-  // prefetched into L2 in one burst: their K and V lines and int8 scales
-  // (which sit in their own lines and are read before any dot). Bursts
-  // measured 1.2-1.7x faster cold decode on Zen 4 than the same prefetches
-  // spread one per dim pair / V row over the dot loops; 2 and 4 tiles ahead
-  // were no faster than one.
+  // Prefetch distance: one tile. Two tiles measured no faster on Zen 4
+  // (SmolLM2 f16 a little faster, Llama int8 slower). Spreading the lines
+  // over the dot loops (K over q.k's dim pairs, V over p.v's positions)
+  // beat issuing each segment's lines in one burst: f16 decode ~1.4x.
   constexpr size_t kPrefetchTokens = kTile;
-  const size_t k_span_extra = (dim - 1) * k_dim_stride;
-  auto prefetch_segment = [&](const uint8_t* block, size_t slot, size_t,
-                              size_t count) {
-    PrefetchSpanToL2(block + k_values + slot * k_token_stride,
-                     k_span_extra + count * k_token_stride);
-    PrefetchSpanToL2(block + v_values + slot * row_bytes, count * row_bytes);
-    if constexpr (kScaled) {
-      PrefetchSpanToL2(block + k_scales + slot * sizeof(float),
-                       count * sizeof(float));
-      PrefetchSpanToL2(block + v_scales + slot * sizeof(float),
-                       count * sizeof(float));
-    }
-  };
   for (size_t t0 = lo; t0 < hi;) {
     const size_t t1 = std::min(hi, (t0 / kTile + 1) * kTile);
     const size_t n = t1 - t0;
@@ -990,10 +1041,32 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
               v_ptrs[col + j] = v_seg + j * row_bytes;
             }
           }
+          // The same positions one tile later, when they are needed and lie in
+          // one block.
+          const uint8_t* k_ahead = nullptr;
+          const uint8_t* v_ahead = nullptr;
           const size_t ahead = t0 + col + kPrefetchTokens;
-          if (ahead < hi) {
-            for_each_segment(ahead, std::min(hi, ahead + count),
-                             prefetch_segment);
+          const size_t ahead_b = ahead / bt;
+          if (ahead + count <= hi && ahead_b == (ahead + count - 1) / bt) {
+            const uint8_t* ahead_block =
+                c.cache->BlockData(c.block_table[ahead_b]);
+            const size_t ahead_slot = ahead - ahead_b * bt;
+            k_ahead = ahead_block + k_values + ahead_slot * k_token_stride;
+            v_ahead = ahead_block + v_values + ahead_slot * row_bytes;
+            if constexpr (kScaled) {
+              // The scales sit in their own lines after the codes, and are
+              // read before any dot of the block: without this each block
+              // would start with two demand misses. (Neutral on Zen 5, where
+              // int8 decode is compute-bound; it matters where it is not.)
+              PrefetchToL2(ahead_block + k_scales + ahead_slot * sizeof(float));
+              PrefetchToL2(ahead_block + v_scales + ahead_slot * sizeof(float));
+            }
+          }
+          // V is prefetched by the p.v pass, so that the misses in flight
+          // are spread over the whole tile rather than bunched into q.k.
+          for (size_t j = 0; j < count; ++j) {
+            v_ahead_ptrs[col + j] =
+                v_ahead != nullptr ? v_ahead + j * row_bytes : nullptr;
           }
 #if HWY_TARGET == HWY_AVX3_DL
           if (int_dot) {
@@ -1006,7 +1079,8 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
               }
               DotRowsInt8Vnni(group_rows, qc, q_corr + r0, q_step + r0,
                               k_mult + col, dim, k_rows, k_dim_stride, count,
-                              scores + r0 * S + col);
+                              scores + r0 * S + col,
+                              r0 == 0 ? k_ahead : nullptr);
             }
             return;
           }
@@ -1018,8 +1092,8 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
               q_ptrs[j] = q_row(r0 + std::min(j, group_rows - 1));
             }
             DotRowsDimMajor<kFormat>(group_rows, q_ptrs, dim, k_rows,
-                                     k_dim_stride, count,
-                                     scores + r0 * S + col);
+                                     k_dim_stride, count, scores + r0 * S + col,
+                                     r0 == 0 ? k_ahead : nullptr);
           }
         });
     for (size_t r = 0; r < rows; ++r) {
@@ -1052,8 +1126,8 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
         }
         AccumulateRowsVnni(group_rows,
                            reinterpret_cast<const int16_t*>(scores + r0 * S),
-                           p_step, n, v_ptrs, dim, acc + r0 * acc_stride,
-                           acc_stride);
+                           p_step, n, v_ptrs, r0 == 0 ? v_ahead_ptrs : nullptr,
+                           dim, acc + r0 * acc_stride, acc_stride);
       }
       t0 = t1;
       continue;
@@ -1066,7 +1140,8 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
           for (size_t r0 = 0; r0 < rows; r0 += 4) {
             AccumulateRows<kFormat>(
                 std::min<size_t>(4, rows - r0), scores + r0 * S + col, count,
-                v_rows, row_bytes, dim, acc + r0 * acc_stride, acc_stride);
+                v_rows, row_bytes, dim, acc + r0 * acc_stride, acc_stride,
+                r0 == 0 ? v_ahead_ptrs[col] : nullptr);
           }
         });
     t0 = t1;
