@@ -6,6 +6,7 @@
 //   qkern_bench --benchmark_out=out.json --benchmark_out_format=json
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include <chrono>
 #include <map>
@@ -132,15 +133,30 @@ ThreadPool& PoolFor(size_t threads) {
 // finds its matrix in the last-level cache measures the cache, not DRAM. GEMV
 // benchmarks therefore cycle through enough copies of the packed matrix to
 // exceed the LLC many times over (like the layers of a real model).
-constexpr size_t kColdBytes = size_t{512} << 20;
+// QKERN_BENCH_GEMV_COLD_MIB overrides the 512 MiB: a value below the LLC
+// (e.g. 1) runs the same calls warm, which shows the kernel's compute ceiling.
+size_t ColdBytes() {
+  static const size_t bytes = [] {
+    const char* env = getenv("QKERN_BENCH_GEMV_COLD_MIB");
+    return env != nullptr ? static_cast<size_t>(atol(env)) << 20
+                          : size_t{512} << 20;
+  }();
+  return bytes;
+}
 
 void RunMatMul(benchmark::State& state, const FormatCase& f,
-               const LayerShape& shape, size_t m, size_t threads) {
+               const LayerShape& shape, size_t m, size_t threads,
+               uint32_t dot_path_mask = kDotPathAll) {
+  // Restored on every exit, so later benchmarks run the default paths.
+  struct MaskScope {
+    explicit MaskScope(uint32_t mask) { SetDotPathMask(mask); }
+    ~MaskScope() { SetDotPathMask(kDotPathAll); }
+  } mask_scope(dot_path_mask);
   std::vector<PackedWeights> copies;
   copies.push_back(MakePacked(f, shape.n, shape.k));
   const size_t bytes_per_copy = copies[0].WeightBytes();
   if (m == 1) {
-    const size_t wanted = (kColdBytes + bytes_per_copy - 1) / bytes_per_copy;
+    const size_t wanted = (ColdBytes() + bytes_per_copy - 1) / bytes_per_copy;
     for (size_t i = 1; i < wanted; ++i) copies.push_back(MakePacked(f, shape.n, shape.k));
   }
   std::vector<float> x(m * shape.k), y(m * shape.n);
@@ -212,6 +228,8 @@ void RegisterAll() {
   }
   const LayerShape gemm_shapes[] = {{"Llama-3.2-1B", "ffn_down", 2048, 8192},
                                     {"Llama-3.2-1B", "ffn_up", 8192, 2048}};
+  // Prefill on CPUs with AMX also runs with AMX masked off.
+  const bool amx = ActiveDotPath().find("amx") != std::string::npos;
   for (const FormatCase& f : kFormats) {
     for (const LayerShape& shape : gemm_shapes) {
       for (size_t m : {16, 64, 512}) {
@@ -223,6 +241,19 @@ void RegisterAll() {
           benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& state) {
             RunMatMul(state, f, shape, m, threads);
           })->UseManualTime()->Unit(benchmark::kMillisecond);
+          if (amx) {
+            // The VNNI tiles on the same CPU, for a ratio within one run.
+            const std::string vnni_name =
+                name.substr(0, name.rfind("/threads:")) + "/no_amx" +
+                name.substr(name.rfind("/threads:"));
+            benchmark::RegisterBenchmark(
+                vnni_name.c_str(), [=](benchmark::State& state) {
+                  RunMatMul(state, f, shape, m, threads,
+                            kDotPathAll & ~uint32_t{kDotPathX86Amx});
+                })
+                ->UseManualTime()
+                ->Unit(benchmark::kMillisecond);
+          }
         }
       }
     }

@@ -119,7 +119,8 @@ size_t GroupFor(size_t k, size_t variant) {
 // NEON target runs its USMMLA, USDOT, SDOT and plain paths and the SVE
 // targets svusmmla and svdot, each on the full test set, by masking the
 // better paths off (SetDotPathMask) before packing. The name says both, e.g.
-// NEON_neon_i8mm_usmmla or SVE2_sve_sdot.
+// NEON_neon_i8mm_usmmla or SVE2_sve_sdot. On x86 with AMX, AVX3_DL runs
+// its AMX prefill tiles and, masked, the VNNI ones.
 struct TargetAndPath {
   int64_t target;
   uint32_t mask;
@@ -141,7 +142,8 @@ std::string ParamName(const ::testing::TestParamInfo<TargetAndPath>& info) {
 std::vector<TargetAndPath> TargetsAndPaths() {
   // Better first: each mask drops one more optional sub-path.
   const uint32_t masks[] = {
-      kDotPathAll, kDotPathAll & ~uint32_t{kDotPathArmMmla},
+      kDotPathAll, kDotPathAll & ~uint32_t{kDotPathX86Amx},
+      kDotPathAll & ~uint32_t{kDotPathArmMmla},
       kDotPathAll & ~uint32_t{kDotPathArmMmla | kDotPathArmI8mm},
       kDotPathAll &
           ~uint32_t{kDotPathArmMmla | kDotPathArmI8mm | kDotPathArmDotprod}};

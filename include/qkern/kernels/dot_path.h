@@ -18,6 +18,9 @@ enum DotPathBits : uint32_t {
   // (NEON) or svdot (SVE). Read when weights are packed: weights packed
   // under another mask are refused by MatMul, not misread.
   kDotPathArmMmla = 1u << 2,
+  // Intel AMX-INT8 tiles for prefill (M >= 16) inside the AVX3_DL target, on
+  // the same weight layout as VNNI; off, prefill runs the VNNI tiles.
+  kDotPathX86Amx = 1u << 3,
   kDotPathAll = ~0u,
 };
 

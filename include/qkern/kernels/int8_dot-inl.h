@@ -31,6 +31,19 @@
 
 #include "qkern/kernels/dot_path.h"
 
+// AVX3_DL on Linux also drives Intel AMX-INT8 tiles for prefill
+// (matmul_amx-inl.h); detected here with the other optional sub-paths.
+#undef QKERN_HAVE_AMX_PATH
+#if HWY_TARGET == HWY_AVX3_DL && defined(__linux__) && \
+    (defined(__GNUC__) || defined(__clang__))
+#define QKERN_HAVE_AMX_PATH 1
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#define QKERN_HAVE_AMX_PATH 0
+#endif
+
 #if (HWY_TARGET == HWY_NEON || HWY_TARGET == HWY_SVE ||       \
      HWY_TARGET == HWY_SVE2 || HWY_TARGET == HWY_SVE_256 ||     \
      HWY_TARGET == HWY_SVE2_128) &&                             \
@@ -336,6 +349,43 @@ HWY_INLINE uint32_t SveHardwareDotFeatures() {
 }
 #endif
 
+#if QKERN_HAVE_AMX_PATH
+// True when the CPU has AMX-TILE and AMX-INT8, the OS enables their state
+// (XCR0 bits 17 and 18) and Linux grants this process the tile data
+// (arch_prctl ARCH_REQ_XCOMP_PERM; without it the first tile instruction
+// faults). Checked once.
+HWY_INLINE bool AmxHardwareReady() {
+  static const bool ready = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if ((d & (1u << 24)) == 0 || (d & (1u << 25)) == 0) return false;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || (c & (1u << 27)) == 0) {
+      return false;  // no OSXSAVE: xgetbv would fault
+    }
+    uint32_t xcr0_lo = 0, xcr0_hi = 0;
+    asm volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & (3u << 17)) != (3u << 17)) return false;
+    constexpr long kArchReqXcompPerm = 0x1023;
+    constexpr long kXfeatureXtileData = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtileData) == 0;
+  }();
+  return ready;
+}
+
+// Rows of activations one AMX tile covers.
+constexpr size_t kAmxTileRows = 16;
+
+// AMX runs prefill calls (M >= 16) when the CPU has it and the dot path mask
+// allows it; decode and short calls keep the VNNI tiles.
+HWY_INLINE bool UseAmx(size_t m) {
+  return m >= kAmxTileRows && (DotPathMask() & kDotPathX86Amx) != 0 &&
+         AmxHardwareReady();
+}
+
+#else
+HWY_INLINE bool UseAmx(size_t /*m*/) { return false; }
+#endif  // QKERN_HAVE_AMX_PATH
+
 // True where this target has an MMLA wrapper and the CPU has i8mm.
 HWY_INLINE bool MmlaSupported() {
 #if HWY_TARGET == HWY_NEON
@@ -374,6 +424,9 @@ HWY_INLINE const char* DotPathName() {
     HWY_TARGET == HWY_SVE2 || HWY_TARGET == HWY_SVE_256 || \
     HWY_TARGET == HWY_SVE2_128
   if (UseMmla()) return MmlaOp::kName;
+#endif
+#if QKERN_HAVE_AMX_PATH
+  if (UseAmx(kAmxTileRows)) return "avx512-vnni-amx";
 #endif
   const char* name = "";
   WithBestDot([&](auto dot) { name = decltype(dot)::kName; });

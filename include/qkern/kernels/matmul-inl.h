@@ -29,6 +29,7 @@
 #include <hwy/highway.h>
 
 #include "qkern/kernels/int8_dot-inl.h"
+#include "qkern/kernels/matmul_amx-inl.h"
 #include "qkern/kernels/quantize_activations-inl.h"
 #include "qkern/kernels/matmul_tiling-inl.h"
 #include "qkern/kernels/matmul_types.h"
@@ -47,14 +48,6 @@ HWY_INLINE size_t PanelRows() { return 8; }
 // Rows per weight panel on this target: two vectors of 32-bit lanes.
 HWY_INLINE size_t PanelRows() { return 2 * hn::Lanes(DI32()); }
 #endif
-
-// The activation operand after dynamic quantization.
-struct ActivationBlocks {
-  const int8_t* codes;       // rows x K
-  const float* scale;        // rows x K/32
-  const float* scaled_sum;   // rows x K/32
-  size_t k;
-};
 
 #if HWY_TARGET == HWY_SCALAR
 
@@ -120,8 +113,9 @@ HWY_NOINLINE void PanelTile(const PackedWeights& w, const uint8_t* HWY_RESTRICT 
 
 // Computes the kMR x R tile for activation rows [m0, m0 + kMR) and one panel
 // over groups [g_begin, g_end) of K into tile[kMR][R] (row-major, stride R),
-// adding to what tile holds if `accumulate`. It prefetches kPrefetchBytes
-// ahead of its own stream if `stream_ahead`, else the lines of `next`.
+// adding to what tile holds if `accumulate`. It prefetches
+// DecodePrefetchBytes() ahead of its own stream if `stream_ahead`, else the
+// lines of `next`.
 template <class Dot, uint32_t kBits, size_t kMR>
 HWY_NOINLINE void PanelTile(const PackedWeights& w, const uint8_t* HWY_RESTRICT panel,
                             const ActivationBlocks& a, size_t m0, size_t g_begin,
@@ -262,6 +256,8 @@ HWY_INLINE void MatMulWithDot(const MatMulCall& call) {
     a.scale = scale;
     a.scaled_sum = scaled_sum;
     int8_t* codes = reinterpret_cast<int8_t*>(ws);
+    // 16-row tiles (AMX) read the pad rows past row M: zero them.
+    memset(codes + call.m * k, 0, (MatMulCodeRows(call.m) - call.m) * k);
     ParallelFor(call.runner, (call.m + 15) / 16, [&](size_t task, size_t) {
       const size_t end = std::min(call.m, task * 16 + 16);
       for (size_t r = task * 16; r < end; ++r) {
@@ -271,6 +267,15 @@ HWY_INLINE void MatMulWithDot(const MatMulCall& call) {
     });
   }
 
+#if QKERN_HAVE_AMX_PATH
+  if (UseAmx(call.m) && w.panel_rows == 2 * kAmxTileRows) {
+    ForEachMatMulTask(call, [&](size_t m_begin, size_t m_end, size_t p_begin,
+                                 size_t p_end) {
+      AmxTaskTiles(w, a, m_begin, m_end, p_begin, p_end, call);
+    });
+    return;
+  }
+#endif
   ForEachMatMulTask(call, [&](size_t m_begin, size_t m_end, size_t p_begin,
                                size_t p_end) {
     auto run = [&](auto bits) {

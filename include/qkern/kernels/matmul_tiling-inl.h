@@ -21,6 +21,7 @@
 #include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
+#include "qkern/base/prefetch.h"
 #include "qkern/kernels/matmul_types.h"
 #include "qkern/quant/packed_weights.h"
 #include "qkern/threading/parallel.h"
@@ -28,15 +29,6 @@
 HWY_BEFORE_NAMESPACE();
 namespace qkern {
 namespace HWY_NAMESPACE {
-
-// How far ahead of the current sub-block the decode GEMV prefetches its
-// weight stream. Decode reads each weight byte once, and the hardware
-// prefetchers alone let the GEMV reach ~83% of the read roof on Zen 5; 8 KiB
-// ahead (a few memory latencies of bytes at full bandwidth) brings it to ~95%.
-#ifndef QKERN_PREFETCH_BYTES
-#define QKERN_PREFETCH_BYTES 8192
-#endif
-constexpr size_t kPrefetchBytes = QKERN_PREFETCH_BYTES;
 
 // Upper bound of the panel height (two vectors of 32-bit lanes, or the
 // scalar tile's 8) over all targets of this build.
@@ -55,6 +47,14 @@ static_assert(kRowsPerTask % 2 == 0 && kRowsPerTask % kTileRows == 0,
 // each 4-row tile would stream the whole panel from L2 again).
 constexpr size_t kChunkBytes = 16 * 1024;
 
+// The activation operand after dynamic quantization.
+struct ActivationBlocks {
+  const int8_t* codes;       // rows x K
+  const float* scale;        // rows x K/32
+  const float* scaled_sum;   // rows x K/32
+  size_t k;
+};
+
 // Weight lines a prefill tile pulls towards L1 while it computes.
 struct PrefetchSlice {
   const uint8_t* begin = nullptr;
@@ -62,12 +62,13 @@ struct PrefetchSlice {
 };
 
 // What a tile prefetches before each sub-block at q (sub_bytes of codes):
-// decode (`stream_ahead`) runs kPrefetchBytes ahead of its own stream;
-// prefill spreads the lines of `next` evenly over its sub-blocks.
+// decode (`stream_ahead`) runs DecodePrefetchBytes() ahead of its own
+// stream; prefill spreads the lines of `next` evenly over its sub-blocks.
 class TilePrefetcher {
  public:
   TilePrefetcher(bool stream_ahead, PrefetchSlice next, size_t sub_blocks)
       : stream_ahead_(stream_ahead),
+        ahead_(stream_ahead ? DecodePrefetchBytes() : 0),
         next_(next),
         lines_per_sub_(sub_blocks == 0
                            ? 0
@@ -76,7 +77,7 @@ class TilePrefetcher {
   HWY_INLINE void BeforeSubBlock(const uint8_t* q, size_t sub_bytes) {
     if (stream_ahead_) {
       for (size_t line = 0; line < sub_bytes; line += 64) {
-        hwy::Prefetch(q + kPrefetchBytes + line);
+        hwy::Prefetch(q + ahead_ + line);
       }
       return;
     }
@@ -89,6 +90,7 @@ class TilePrefetcher {
 
  private:
   bool stream_ahead_;
+  size_t ahead_;
   PrefetchSlice next_;
   size_t lines_per_sub_;
 };
@@ -173,11 +175,11 @@ HWY_INLINE void RunTaskTiles(const PackedWeights& w, size_t m_begin,
   const size_t chunk =
       rows <= 1 ? groups
                 : HWY_MIN(groups, HWY_MAX(size_t{1}, kChunkBytes / w.GroupBytes()));
-  // Decode streams ahead of itself (kPrefetchBytes). In prefill the row
+  // Decode streams ahead of itself (DecodePrefetchBytes()). In prefill the row
   // tiles reuse the chunk from L1, and each pulls in its share of the next
   // chunk (panels are contiguous, so past a panel's last chunk that is the
   // next panel's first), so no tile stalls on L3 at a chunk boundary.
-  const bool stream_ahead = kPrefetchBytes != 0 && rows <= 1;
+  const bool stream_ahead = rows <= 1 && DecodePrefetchBytes() != 0;
   const size_t next_lines = chunk * w.GroupBytes() / 64;
   const size_t lines_per_tile = (next_lines + tiles - 1) / tiles;
   for (size_t p = p_begin; p < p_end; ++p) {

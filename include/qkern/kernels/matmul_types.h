@@ -25,9 +25,13 @@ struct MatMulCall {
   const ParallelRunner* runner;
 };
 
+// Prefill (m >= 16) may run 16-row tiles (AMX): the codes then get pad rows
+// up to a multiple of 16, which the kernel zeroes and never stores.
+inline size_t MatMulCodeRows(size_t m) { return m >= 16 ? (m + 15) / 16 * 16 : m; }
+
 inline size_t MatMulCodesBytes(size_t m, size_t k) {
   // Rounded up so the f32 arrays that follow are aligned.
-  return (m * k + 63) / 64 * 64;
+  return (MatMulCodeRows(m) * k + 63) / 64 * 64;
 }
 
 // Scratch for one call: int8 activation codes, per-block scales and sums.
