@@ -174,12 +174,12 @@ HWY_INLINE void AmxTaskTiles(const PackedWeights& w, const ActivationBlocks& a,
   alignas(64) int32_t dots[2][2 * 256];
   alignas(64) uint8_t unpacked[8 * 128];
   const size_t k = a.k;
-  const size_t blocks_per_row = k / kQuantBlock;
-  const size_t subs_per_group = w.group_size / kQuantBlock;
-  const size_t sub_bytes = w.SubBlockBytes();
-  const size_t group_bytes = w.GroupBytes();
-  const float offset = -static_cast<float>(w.sym_offset);
-  const bool has_min = w.has_min;
+  // Named copies, not a structured binding: the lambda below captures them.
+  const PanelWalk walk(w, k);
+  const size_t blocks_per_row = walk.blocks_per_row;
+  const size_t subs_per_group = walk.subs_per_group;
+  const size_t sub_bytes = walk.sub_bytes;
+  const size_t group_bytes = walk.group_bytes;
   const size_t rows = m_end - m_begin;
   const size_t tiles = (rows + kAmxTileRows - 1) / kAmxTileRows;
 
@@ -195,16 +195,16 @@ HWY_INLINE void AmxTaskTiles(const PackedWeights& w, const ActivationBlocks& a,
     const auto d_hi = hn::PromoteTo(df, hn::LoadU(df16, d_ptr + L));
     // The zero-point term of formats with a min goes in after the group's
     // last sub-block, as in the VNNI tile.
-    const bool add_min = has_min && (blk + 1) % subs_per_group == 0;
+    const bool add_min = walk.has_min && (blk + 1) % subs_per_group == 0;
     const size_t tile_rows = HWY_MIN(kAmxTileRows, m_end - m0);
     for (size_t r = 0; r < tile_rows; ++r) {
       const size_t ab = (m0 + r) * blocks_per_row + blk;
       float* y = acc + (m0 - m_begin + r) * R;
       auto y_lo = hn::Load(df, y);
       auto y_hi = hn::Load(df, y + L);
-      AddSubBlock(has_min, d_lo, d_hi, a.scale[ab], offset * a.scaled_sum[ab],
-                  hn::Load(di, c + r * L), hn::Load(di, c + 256 + r * L), y_lo,
-                  y_hi);
+      AddSubBlock(walk.has_min, d_lo, d_hi, a.scale[ab],
+                  walk.offset * a.scaled_sum[ab], hn::Load(di, c + r * L),
+                  hn::Load(di, c + 256 + r * L), y_lo, y_hi);
       if (add_min) {
         const auto m_lo = hn::PromoteTo(df, hn::LoadU(df16, d_ptr + R));
         const auto m_hi = hn::PromoteTo(df, hn::LoadU(df16, d_ptr + R + L));

@@ -171,12 +171,8 @@ HWY_NOINLINE void MmlaPanelTile(const PackedWeights& w,
   const size_t R = 2 * L;
   const size_t V = hn::Lanes(du8);  // bytes of one weight vector
   const size_t k = a.k;
-  const size_t blocks_per_row = k / kQuantBlock;
-  const size_t subs_per_group = w.group_size / kQuantBlock;
-  const size_t sub_bytes = w.SubBlockBytes();
-  const size_t group_bytes = w.GroupBytes();
-  const float offset = -static_cast<float>(w.sym_offset);
-  const bool has_min = w.has_min;
+  const auto [blocks_per_row, subs_per_group, sub_bytes, group_bytes, offset,
+              has_min] = PanelWalk(w, k);
   const VU8 low_nibbles = hn::Set(du8, 0x0F);
 
   const int8_t* HWY_RESTRICT x0 = a.codes + m0 * k;

@@ -55,6 +55,25 @@ struct ActivationBlocks {
   size_t k;
 };
 
+// The sizes a tile walks a panel by, and the zero-point convention
+// (value = d * (u + offset) for formats without stored mins), for weights
+// w and K = k. The tiles unpack it with a structured binding.
+struct PanelWalk {
+  PanelWalk(const PackedWeights& w, size_t k)
+      : blocks_per_row(k / kQuantBlock),
+        subs_per_group(w.group_size / kQuantBlock),
+        sub_bytes(w.SubBlockBytes()),
+        group_bytes(w.GroupBytes()),
+        offset(-static_cast<float>(w.sym_offset)),
+        has_min(w.has_min) {}
+  size_t blocks_per_row;
+  size_t subs_per_group;
+  size_t sub_bytes;    // one 32-value sub-block of R rows
+  size_t group_bytes;  // sub-blocks, then R scales (and R mins)
+  float offset;
+  bool has_min;
+};
+
 // Weight lines a prefill tile pulls towards L1 while it computes.
 struct PrefetchSlice {
   const uint8_t* begin = nullptr;
