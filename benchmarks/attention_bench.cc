@@ -56,11 +56,7 @@ constexpr size_t kBlockTokens = 16;
 // runs the same calls warm, which separates the kernel's compute ceiling
 // from its memory behaviour.
 size_t ColdBytes() {
-  static const size_t bytes = [] {
-    const char* env = getenv("QKERN_BENCH_ATTN_COLD_MIB");
-    return env != nullptr ? static_cast<size_t>(atol(env)) << 20
-                          : size_t{128} << 20;
-  }();
+  static const size_t bytes = ColdBytesFromEnv("QKERN_BENCH_ATTN_COLD_MIB", 128);
   return bytes;
 }
 

@@ -6,7 +6,6 @@
 //   qkern_bench --benchmark_out=out.json --benchmark_out_format=json
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 
 #include <chrono>
 #include <map>
@@ -136,11 +135,7 @@ ThreadPool& PoolFor(size_t threads) {
 // QKERN_BENCH_GEMV_COLD_MIB overrides the 512 MiB: a value below the LLC
 // (e.g. 1) runs the same calls warm, which shows the kernel's compute ceiling.
 size_t ColdBytes() {
-  static const size_t bytes = [] {
-    const char* env = getenv("QKERN_BENCH_GEMV_COLD_MIB");
-    return env != nullptr ? static_cast<size_t>(atol(env)) << 20
-                          : size_t{512} << 20;
-  }();
+  static const size_t bytes = ColdBytesFromEnv("QKERN_BENCH_GEMV_COLD_MIB", 512);
   return bytes;
 }
 

@@ -5,6 +5,7 @@
 #include "roofline.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <algorithm>
@@ -177,6 +178,11 @@ double ReadBandwidthGBs(size_t threads) {
     }
     return best;
   });
+}
+
+size_t ColdBytesFromEnv(const char* env_mib, size_t default_mib) {
+  const char* env = getenv(env_mib);
+  return (env != nullptr ? static_cast<size_t>(atol(env)) : default_mib) << 20;
 }
 
 double MeasureInt8DotPeakGops(size_t threads) {

@@ -24,6 +24,11 @@ double MeasureInt8DotPeakGops(size_t threads);
 // Peak f32 FMA throughput (GFLOP/s), for comparison. Cached.
 double F32FmaPeakGflops(size_t threads);
 
+// Bytes a benchmark cycles through so its operands come from DRAM: the
+// environment variable `env_mib` (in MiB) when set, e.g. 1 to run warm and
+// see a kernel's compute ceiling, else `default_mib`.
+size_t ColdBytesFromEnv(const char* env_mib, size_t default_mib);
+
 }  // namespace bench
 }  // namespace qkern
 

@@ -40,7 +40,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
 #include <hwy/highway.h>
 
@@ -48,7 +47,6 @@
 #include "qkern/kernels/matmul_tiling-inl.h"
 #include "qkern/kernels/matmul_types.h"
 #include "qkern/quant/packed_weights.h"
-
 
 HWY_BEFORE_NAMESPACE();
 namespace qkern {
