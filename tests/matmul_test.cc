@@ -4,9 +4,11 @@
 #include <math.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <ostream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -177,6 +179,66 @@ class MatMulTest : public ::testing::TestWithParam<TargetAndPath> {
   }
 };
 
+// The two references of one output (see CheckCase).
+struct ReferenceOutput {
+  double exact;       // (1), bias included
+  double fp_bound;    // its f32 rounding bound
+  double float_y;     // (2), bias included
+  double act_bound;   // activation rounding bound of (2), fp_bound excluded
+};
+
+// The references of one case, row-major M x N. They depend only on the case
+// parameters (weights, X and bias come from the seed), not on the target, and
+// are most of this test's time under qemu (every double operation is a
+// soft-float call there), so each case's are computed once per process and
+// reused by every target and sub-path.
+const std::vector<ReferenceOutput>& CaseReference(
+    WeightFormat format, const Shape& s, size_t group, uint32_t seed,
+    bool with_bias, size_t pad, const TestWeights& tw, const float* x,
+    size_t ldx, const std::vector<float>& bias) {
+  using Key = std::tuple<int, size_t, size_t, size_t, size_t, uint32_t, bool,
+                         size_t>;
+  static std::map<Key, std::vector<ReferenceOutput>>* cases =
+      new std::map<Key, std::vector<ReferenceOutput>>();
+  const Key key{static_cast<int>(format), s.m, s.n, s.k, group, seed,
+                with_bias, pad};
+  auto found = cases->find(key);
+  if (found != cases->end()) return found->second;
+
+  std::vector<ReferenceOutput>& out = (*cases)[key];
+  out.resize(s.m * s.n);
+  std::vector<int8_t> codes(s.k);
+  std::vector<float> scale(s.k / kQuantBlock), scaled_sum(s.k / kQuantBlock);
+  std::vector<double> y_float(s.m * s.n);
+  ref::MatMulFloat(tw.view, x, s.m, ldx, y_float.data());
+  std::vector<float> wrow(s.k);
+  const double blocks = static_cast<double>(s.k / kQuantBlock);
+  for (size_t i = 0; i < s.m; ++i) {
+    ref::QuantizeActivationsRow(x + i * ldx, s.k, codes.data(), scale.data(),
+                                scaled_sum.data());
+    for (size_t n = 0; n < s.n; ++n) {
+      ref::ExactDot exact =
+          ref::QuantizedDotExact(tw.view, n, codes.data(), scale.data());
+      if (with_bias) {
+        exact.value += bias[n];
+        exact.magnitude += fabs(bias[n]);
+      }
+      ReferenceOutput& r = out[i * s.n + n];
+      r.exact = exact.value;
+      r.fp_bound =
+          (2.0 * blocks + 8.0) * ldexp(1.0, -24) * exact.magnitude + 1e-30;
+      ref::DequantizeRow(tw.view, n, wrow.data());
+      r.act_bound = 0.0;
+      for (size_t j = 0; j < s.k; ++j) {
+        r.act_bound += fabs(wrow[j]) * (scale[j / kQuantBlock] * 0.5 +
+                                        ldexp(fabs(x[i * ldx + j]), -22));
+      }
+      r.float_y = y_float[i * s.n + n] + (with_bias ? bias[n] : 0.0);
+    }
+  }
+  return out;
+}
+
 // Runs one case and compares every output with two references:
 //  (1) the exact (double) result of the kernel's own decomposition on the
 //      same int8 activation codes. The kernel rounds only in f32: each block
@@ -212,43 +274,22 @@ void CheckCase(WeightFormat format, const Shape& s, size_t group, uint32_t seed,
              runner);
   ASSERT_TRUE(status.ok()) << status.message();
 
-  std::vector<int8_t> codes(s.k);
-  std::vector<float> scale(s.k / kQuantBlock), scaled_sum(s.k / kQuantBlock);
-  std::vector<double> y_float(s.m * s.n);
-  ref::MatMulFloat(tw.view, x, s.m, ldx, y_float.data());
-  std::vector<float> wrow(s.k);
+  const std::vector<ReferenceOutput>& reference =
+      CaseReference(format, s, group, seed, with_bias, pad, tw, x, ldx, bias);
   size_t failures = 0;
   for (size_t i = 0; i < s.m; ++i) {
-    ref::QuantizeActivationsRow(x + i * ldx, s.k, codes.data(), scale.data(),
-                                scaled_sum.data());
     for (size_t n = 0; n < s.n; ++n) {
-      ref::ExactDot exact =
-          ref::QuantizedDotExact(tw.view, n, codes.data(), scale.data());
-      if (with_bias) {
-        exact.value += bias[n];
-        exact.magnitude += fabs(bias[n]);
-      }
-      const double blocks = static_cast<double>(s.k / kQuantBlock);
-      const double fp_bound =
-          (2.0 * blocks + 8.0) * ldexp(1.0, -24) * exact.magnitude + 1e-30;
+      const ReferenceOutput& r = reference[i * s.n + n];
       const double got = y[i * ldy + n];
-      const double err = fabs(got - exact.value);
-
-      ref::DequantizeRow(tw.view, n, wrow.data());
-      double act_bound = 0.0;
-      for (size_t j = 0; j < s.k; ++j) {
-        act_bound += fabs(wrow[j]) * (scale[j / kQuantBlock] * 0.5 +
-                                      ldexp(fabs(x[i * ldx + j]), -22));
-      }
-      const double expected_float = y_float[i * s.n + n] + (with_bias ? bias[n] : 0.0);
-      const double err_float = fabs(got - expected_float);
-      if ((!(err <= fp_bound) || !(err_float <= act_bound + fp_bound)) &&
+      const double err = fabs(got - r.exact);
+      const double err_float = fabs(got - r.float_y);
+      if ((!(err <= r.fp_bound) || !(err_float <= r.act_bound + r.fp_bound)) &&
           ++failures <= 5) {
         ADD_FAILURE() << "row " << i << " col " << n << ": got " << got
-                      << ", exact " << exact.value << " (err " << err
-                      << " > bound " << fp_bound << "?), float " << expected_float
+                      << ", exact " << r.exact << " (err " << err
+                      << " > bound " << r.fp_bound << "?), float " << r.float_y
                       << " (err " << err_float << " > bound "
-                      << act_bound + fp_bound << "?)";
+                      << r.act_bound + r.fp_bound << "?)";
       }
     }
   }

@@ -8,11 +8,13 @@
 #include <string>
 #include <vector>
 
-#include <hwy/highway.h>
-#include <hwy/targets.h>
-
+// dispatch.h first: its per-target expansion must precede any other
+// include of hwy/highway.h in the translation unit.
 #include "qkern/dispatch.h"
 #include "qkern/kernels/matmul_types.h"
+
+#include <hwy/highway.h>
+#include <hwy/targets.h>
 
 namespace qkern {
 
