@@ -2,9 +2,13 @@
 # includes what it uses and works whatever a user includes before it (a
 # header that expanded Highway's per-target code after hwy/highway.h did
 # not). Run by ctest as public_headers_stand_alone:
-#   cmake -DCXX=... -DFLAGS=... -DINCLUDE_DIR=... -DWORK_DIR=... -P this
+#   cmake -DCXX=... -DDEFINES=A=1|B ... -DINCLUDE_DIR=... -DWORK_DIR=... -P this
 file(GLOB_RECURSE headers RELATIVE ${INCLUDE_DIR} ${INCLUDE_DIR}/qkern/*.h)
-separate_arguments(flag_list UNIX_COMMAND "${FLAGS}")
+set(flag_list -std=c++17)
+string(REPLACE "|" ";" defines "${DEFINES}")
+foreach(define ${defines})
+  list(APPEND flag_list -D${define})
+endforeach()
 file(MAKE_DIRECTORY ${WORK_DIR})
 set(failed "")
 set(checked 0)

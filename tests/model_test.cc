@@ -283,9 +283,10 @@ class ModelTest : public ::testing::Test {
     return r;
   }
 
-  // The next-token and greedy tests start from the same prefill; under qemu
-  // each takes a minute, so the first test keeps them here for the second
-  // (which takes them over: greedy decoding moves the decoder on).
+  // The next-token and greedy tests start from the same prefills (about a
+  // minute for the prompts under qemu), so the first test keeps them here
+  // for the second, which takes them over: greedy decoding moves the decoder
+  // on.
   static std::map<std::string, Prefilled>* prefilled_;
 
   static Model* model_;
@@ -406,10 +407,8 @@ TEST_F(ModelTest, EveryPositionAgainstFloatAndLlamaCpp) {
 TEST_F(ModelTest, GreedyContinuationEqualsLlamaCpp) {
   size_t total = 0;
   for (const OraclePrompt& p : *prompts_) {
-    auto kept = prefilled_->find(p.name);
-    Prefilled prefilled =
-        kept != prefilled_->end() ? std::move(kept->second) : Prefill(p);
-    if (kept != prefilled_->end()) prefilled_->erase(kept);
+    auto kept = prefilled_->extract(p.name);
+    Prefilled prefilled = kept.empty() ? Prefill(p) : std::move(kept.mapped());
     Decoder& decoder = prefilled.decoder;
     std::vector<float>& logits = prefilled.logits;
     size_t compared = 0;

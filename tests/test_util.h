@@ -52,8 +52,8 @@ inline std::vector<int64_t> TargetsUnderTest() {
                            ::testing::ValuesIn(::qkern::test::TargetsUnderTest()), \
                            ::qkern::test::TargetParamName)
 
-// True under qemu (set by the aarch64 ctest registration): tests shrink the
-// largest shapes a little there, never the set of cases.
+// True under qemu (set by the aarch64 ctest registration): tests shrink
+// their largest shapes and draw counts there, and say how in place.
 inline bool UnderEmulation() { return getenv("QKERN_UNDER_EMULATION") != nullptr; }
 
 // Gaussian values with occasional large outliers, like real activations.
