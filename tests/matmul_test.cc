@@ -104,6 +104,11 @@ std::vector<Shape> TestShapes() {
   }
   shapes.push_back({127, 67, 512});
   shapes.push_back({66, 130, 1024});
+  // Prefill (16-row tiles, K in chunks of 16 blocks on AMX): K of one block,
+  // a last chunk of one block, and a long K.
+  shapes.push_back({20, 33, 32});
+  shapes.push_back({33, 40, 544});
+  shapes.push_back({17, 9, 16384});
   return shapes;
 }
 

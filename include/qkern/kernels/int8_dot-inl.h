@@ -30,6 +30,7 @@
 #include <hwy/highway.h>
 
 #include "qkern/kernels/dot_path.h"
+#include "qkern/kernels/matmul_types.h"
 
 // AVX3_DL on Linux also drives Intel AMX-INT8 tiles for prefill
 // (matmul_amx-inl.h); detected here with the other optional sub-paths.
@@ -371,9 +372,6 @@ HWY_INLINE bool AmxHardwareReady() {
   }();
   return ready;
 }
-
-// Rows of activations one AMX tile covers.
-constexpr size_t kAmxTileRows = 16;
 
 // AMX runs prefill calls (M >= 16) when the CPU has it and the dot path mask
 // allows it; decode and short calls keep the VNNI tiles.

@@ -241,30 +241,53 @@ HWY_INLINE void MatMulWithDot(const MatMulCall& call) {
   const PackedWeights& w = *call.weights;
   const size_t k = w.cols;
   const size_t blocks = k / kQuantBlock;
+  bool amx = false;
+#if QKERN_HAVE_AMX_PATH
+  amx = UseAmx(call.m) && w.panel_rows == 2 * kAmxTileRows;
+#endif
   ActivationBlocks a;
   a.k = k;
   {
     // Workspace layout: codes (M*K bytes), then scales and scaled sums.
     uint8_t* ws = static_cast<uint8_t*>(call.workspace);
     a.codes = reinterpret_cast<int8_t*>(ws);
+    const size_t code_rows = MatMulCodeRows(call.m);
     float* scale = reinterpret_cast<float*>(ws + MatMulCodesBytes(call.m, k));
-    float* scaled_sum = scale + call.m * blocks;
+    float* scaled_sum = scale + code_rows * blocks;
     a.scale = scale;
     a.scaled_sum = scaled_sum;
     int8_t* codes = reinterpret_cast<int8_t*>(ws);
-    // 16-row tiles (AMX) read the pad rows past row M: zero them.
-    memset(codes + call.m * k, 0, (MatMulCodeRows(call.m) - call.m) * k);
+    // AMX reads codes as A tiles and scales as one vector per tile and block
+    // (AmxTileCodes, AmxTileScales): a tile is 512 contiguous bytes, not 16
+    // lines K apart (which share one L1 set when K is a multiple of 4096).
+    // Its last tile reads the pad rows past row M: they are zeroed.
+    const size_t full_rows = call.m / kAmxTileRows * kAmxTileRows;
+    if (amx && full_rows < code_rows) {
+      memset(codes + full_rows * k, 0, (code_rows - full_rows) * k);
+      memset(scale + full_rows * blocks, 0,
+             (code_rows - full_rows) * blocks * sizeof(float));
+      memset(scaled_sum + full_rows * blocks, 0,
+             (code_rows - full_rows) * blocks * sizeof(float));
+    }
     ParallelFor(call.runner, (call.m + 15) / 16, [&](size_t task, size_t) {
       const size_t end = std::min(call.m, task * 16 + 16);
       for (size_t r = task * 16; r < end; ++r) {
-        QuantizeActivationsRow(call.x + r * call.ldx, k, codes + r * k,
-                               scale + r * blocks, scaled_sum + r * blocks);
+        if (amx) {
+          QuantizeActivationsRow(call.x + r * call.ldx, k,
+                                 AmxTileCodes(codes, k, r, 0),
+                                 AmxTileScales(scale, blocks, r, 0),
+                                 AmxTileScales(scaled_sum, blocks, r, 0),
+                                 kAmxTileCodes, kAmxTileRows);
+        } else {
+          QuantizeActivationsRow(call.x + r * call.ldx, k, codes + r * k,
+                                 scale + r * blocks, scaled_sum + r * blocks);
+        }
       }
     });
   }
 
 #if QKERN_HAVE_AMX_PATH
-  if (UseAmx(call.m) && w.panel_rows == 2 * kAmxTileRows) {
+  if (amx) {
     ForEachMatMulTask(call, [&](size_t m_begin, size_t m_end, size_t p_begin,
                                  size_t p_end) {
       AmxTaskTiles(w, a, m_begin, m_end, p_begin, p_end, call);

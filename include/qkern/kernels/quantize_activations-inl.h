@@ -24,11 +24,16 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 // For each block b of 32 values: scale[b] = amax / 127, codes = round-to-
 // nearest-even(x / scale), and scaled_sum[b] = scale[b] * sum(codes), which
-// the kernels need for the zero-point term of asymmetric weights.
+// the kernels need for the zero-point term of asymmetric weights. Block b's
+// codes go to codes + b * block_stride and its scale and sum to index
+// b * scale_stride (32 and 1: a plain row; AMX tiles interleave 16 rows'
+// blocks, 512 and 16).
 HWY_INLINE void QuantizeActivationsRow(const float* HWY_RESTRICT x, size_t k,
                                        int8_t* HWY_RESTRICT codes,
                                        float* HWY_RESTRICT scale,
-                                       float* HWY_RESTRICT scaled_sum) {
+                                       float* HWY_RESTRICT scaled_sum,
+                                       size_t block_stride = kQuantBlock,
+                                       size_t scale_stride = 1) {
   const hn::CappedTag<float, kQuantBlock> df;
   const hn::RebindToSigned<decltype(df)> di32;
   const hn::Rebind<int8_t, decltype(df)> di8;
@@ -47,10 +52,10 @@ HWY_INLINE void QuantizeActivationsRow(const float* HWY_RESTRICT x, size_t k,
     for (size_t i = 0; i < kQuantBlock; i += N) {
       const auto q = hn::NearestInt(hn::Mul(hn::LoadU(df, xb + i), vid));
       sum = hn::Add(sum, q);
-      hn::StoreU(hn::DemoteTo(di8, q), di8, codes + b * kQuantBlock + i);
+      hn::StoreU(hn::DemoteTo(di8, q), di8, codes + b * block_stride + i);
     }
-    scale[b] = d;
-    scaled_sum[b] = d * static_cast<float>(hn::GetLane(hn::SumOfLanes(di32, sum)));
+    scale[b * scale_stride] = d;
+    scaled_sum[b * scale_stride] = d * static_cast<float>(hn::GetLane(hn::SumOfLanes(di32, sum)));
   }
 }
 
