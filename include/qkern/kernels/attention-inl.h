@@ -76,6 +76,13 @@ constexpr size_t kAttnTargetRows = 16;
 // With several workers, aim for this many tasks per worker so that uneven
 // tasks (causal prefill, windows) balance through dynamic claiming.
 constexpr size_t kAttnTasksPerWorker = 4;
+// ... and twice that where a query tile attends to this many positions or
+// more. Decode of Llama-3.2-1B (8 kv heads) on 2 workers otherwise runs 8
+// whole-range tasks; split in two, it measured 1.1-1.4x faster at 8K and 32K
+// positions (f16 and int8, Xeon VM, alternating runs, 2026-12-06), while at
+// 512 and 2K the extra splits and merge were 5-15% slower. SmolLM2 (3 kv
+// heads, already split 4 ways) measured the same with 6 splits at 8K+.
+constexpr size_t kAttnLongSpanTokens = 4096;
 // A KV split shorter than this costs more in task overhead and merging than
 // it gains in parallelism.
 constexpr size_t kAttnMinSplitTokens = 128;
@@ -119,27 +126,35 @@ inline AttentionPlan PlanAttention(const AttentionParams& p, size_t num_queries,
                        plan.qcode_floats + plan.state_floats;
   plan.workers = std::max<size_t>(workers, 1);
 
-  const size_t base_tasks = p.num_kv_heads * plan.q_tiles;
-  size_t want = 1;
-  if (plan.workers > 1 && base_tasks < kAttnTasksPerWorker * plan.workers) {
-    want = (kAttnTasksPerWorker * plan.workers + base_tasks - 1) / base_tasks;
-    // Equal task counts per worker (decode tasks are equally long): e.g.
-    // 3 kv heads on 2 workers take 4 splits (12 tasks), not 3 (5 + 4).
-    for (size_t extra = 0; extra < plan.workers; ++extra) {
-      if (base_tasks * (want + extra) % plan.workers == 0) {
-        want += extra;
-        break;
-      }
-    }
-  }
   // Positions one query tile attends to, at most.
   size_t span = q_start_pos + num_queries;
   if (p.sliding_window != 0) {
     span = std::min(span, p.sliding_window + plan.q_tile - 1);
   }
+  const size_t base_tasks = p.num_kv_heads * plan.q_tiles;
+  // Splits for `per_worker` tasks per worker.
+  auto splits_wanted = [&](size_t per_worker) {
+    if (plan.workers == 1 || base_tasks >= per_worker * plan.workers) {
+      return size_t{1};
+    }
+    size_t want = (per_worker * plan.workers + base_tasks - 1) / base_tasks;
+    // Equal task counts per worker (decode tasks are equally long): e.g.
+    // 3 kv heads on 2 workers take 4 splits (12 tasks), not 3 (5 + 4).
+    for (size_t extra = 0; extra < plan.workers; ++extra) {
+      if (base_tasks * (want + extra) % plan.workers == 0) return want + extra;
+    }
+    return want;
+  };
+  const size_t want = splits_wanted(span >= kAttnLongSpanTokens
+                                        ? 2 * kAttnTasksPerWorker
+                                        : kAttnTasksPerWorker);
   plan.splits = std::max<size_t>(1, std::min(want, span / kAttnMinSplitTokens));
   plan.num_tasks = base_tasks * plan.splits;
-  plan.partial_tasks = want > 1 ? base_tasks * want : 0;
+  // Room for the long-span splits whatever the span, so that the workspace
+  // does not depend on kv_len.
+  const size_t most = std::max(splits_wanted(kAttnTasksPerWorker),
+                               splits_wanted(2 * kAttnTasksPerWorker));
+  plan.partial_tasks = most > 1 ? base_tasks * most : 0;
   plan.workspace_bytes = (plan.workers * plan.worker_floats +
                           plan.partial_tasks * plan.state_floats) *
                          sizeof(float);
