@@ -13,7 +13,7 @@
 //    has slope <= 1 and adds c * (8u tanh ulp bound + u) + 2u |x| (reciprocal
 //    and product roundings).
 //  - A weight exp(s - m) then carries relative error <= ds + u |s - m|
-//    (subtraction) + 2u (Exp, 1 ulp); each rescale of (acc, l) by
+//    (subtraction) + 2u (ExpNonPositive); each rescale of (acc, l) by
 //    exp(m_old - m_new) adds <= 6u (exp, the argument, and the separate
 //    roundings of acc and l), at most once per tile (the test counts more
 //    tiles than there are); merging KV splits adds
@@ -24,8 +24,8 @@
 //    chains as long as the KV range, plus per-tile sums) adds
 //    2 gamma(kv_len + 64) sum_t pi_t |v_t|, and the final 1/l and product
 //    2u |o| (4u to be safe).
-// Terms whose exp falls below e^-104 of the largest are flushed to 0 by Exp;
-// they move o by < kv_len e^-104 max|v|, far below the bound.
+// Terms whose exp falls below e^-87 of the largest may be flushed to 0 (or be
+// subnormal); they move o by < kv_len e^-87 max|v|, far below the bound.
 //
 // Storage error, checked separately against the reference on the values
 // before they were stored: f16 moves a value by <= 2^-11 |x| + 2^-25, int8 by

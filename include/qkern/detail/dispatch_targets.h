@@ -16,6 +16,7 @@
 #include "qkern/kernels/activations-inl.h"
 #include "qkern/kernels/elementwise-inl.h"
 #include "qkern/kernels/embedding-inl.h"
+#include "qkern/kernels/exp_nonpositive-inl.h"
 #include "qkern/kernels/norm-inl.h"
 #include "qkern/kernels/softmax-inl.h"
 // [anchor: attention includes]
@@ -47,6 +48,9 @@ inline void RmsNormRowsF32(const float* x, size_t x_stride, const float* weight,
   RmsNormRows(x, x_stride, weight, eps, rows, n, y, y_stride);
 }
 inline void SiluF32(const float* x, size_t n, float* y) { SiluRow(x, n, y); }
+inline void ExpNonPositiveF32(const float* x, size_t n, float* y) {
+  ExpNonPositiveRow(x, n, y);
+}
 inline void GeluTanhF32(const float* x, size_t n, float* y) {
   GeluTanhRow(x, n, y);
 }
@@ -131,6 +135,7 @@ HWY_EXPORT(RopeEncodeKvRowF32);
 // [anchor: ops exports]
 HWY_EXPORT(RmsNormRowsF32);
 HWY_EXPORT(SiluF32);
+HWY_EXPORT(ExpNonPositiveF32);
 HWY_EXPORT(GeluTanhF32);
 HWY_EXPORT(GeluErfF32);
 HWY_EXPORT(SwiGluF32);
@@ -181,6 +186,10 @@ inline void DispatchRmsNormRows(const float* x, size_t x_stride,
 }
 inline void DispatchSilu(const float* x, size_t n, float* y) {
   QKERN_DISPATCH(SiluF32)(x, n, y);
+}
+// The attention softmax's exp (exp_nonpositive-inl.h); for tests.
+inline void DispatchExpNonPositive(const float* x, size_t n, float* y) {
+  QKERN_DISPATCH(ExpNonPositiveF32)(x, n, y);
 }
 inline void DispatchGeluTanh(const float* x, size_t n, float* y) {
   QKERN_DISPATCH(GeluTanhF32)(x, n, y);

@@ -16,7 +16,7 @@
 // register block: see DotTileDimMajor and the integer path below), then per
 // row
 // scale, soft-cap, causal/window mask, new max, p = exp(s - m) with
-// Highway's vector Exp, rescale of acc and l by exp(m_old - m_new) when the
+// ExpNonPositive, rescale of acc and l by exp(m_old - m_new) when the
 // max grew, and acc += p * V (up to 4 rows x 2 vectors of head_dim). The
 // K rows of the next tile are prefetched while the q.k dots run, its V rows
 // while p.v runs.
@@ -33,11 +33,12 @@
 // blocks each), and a second pass merges the per-split (m, l, acc) with the
 // log-sum-exp rescale.
 //
-// Exp: hwy/contrib/math Exp, documented at most 1 ulp for f32 inputs in
-// [-FLT_MAX, 104]; our arguments are <= 0 and clamped to >= -128, where it
-// returns 0 below -104 (terms < e^-104 of the largest weight). The per-tile
-// rescale factors and the split merge use std::exp (one call per row per
-// tile). Soft-capping uses Highway's Tanh (documented <= 4 ulp).
+// Exp: ExpNonPositive (exp_nonpositive-inl.h), within 2u relative (1.29u
+// with FMA) for arguments in [-87, 0]; ours are <= 0, and it returns exactly
+// 0 below about -87.68 (terms < e^-87 of the largest weight) and for masked
+// (-inf) logits. The per-tile rescale factors and the split merge use
+// std::exp (one call per row per tile). Soft-capping uses Highway's Tanh
+// (documented <= 4 ulp).
 //
 // Vectors are named variables, never arrays or members: SVE vectors are
 // sizeless. All vector ops use at most kAttnMaxLanes f32 lanes, so the usual
@@ -204,6 +205,7 @@ struct AttentionCall {
 
 #include "qkern/base/f16.h"
 #include "qkern/base/prefetch.h"
+#include "qkern/kernels/exp_nonpositive-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace qkern {
@@ -871,12 +873,10 @@ HWY_INLINE float SoftmaxTileWeights(float* HWY_RESTRICT s, size_t n,
   const DAttn d;
   const size_t N = hn::Lanes(d);
   const VAttn v_m = hn::Set(d, m_new);
-  // Masked lanes become -128 here, which Exp maps to exactly 0.
-  const VAttn v_floor = hn::Set(d, -128.0f);
   VAttn v_sum = hn::Zero(d);
   for (size_t j = 0; j < n; j += N) {
-    const VAttn x = hn::Max(hn::Sub(hn::LoadU(d, s + j), v_m), v_floor);
-    const VAttn e = hn::Exp(d, x);
+    // Masked lanes (-inf) come out exactly 0.
+    const VAttn e = ExpNonPositive(d, hn::Sub(hn::LoadU(d, s + j), v_m));
     v_sum = hn::Add(v_sum, e);
     hn::StoreU(v_mult != nullptr ? hn::Mul(e, hn::LoadU(d, v_mult + j)) : e, d,
                s + j);
