@@ -146,9 +146,9 @@ inline AttentionPlan PlanAttention(const AttentionParams& p, size_t num_queries,
     }
     return want;
   };
-  const size_t want = splits_wanted(span >= kAttnLongSpanTokens
-                                        ? 2 * kAttnTasksPerWorker
-                                        : kAttnTasksPerWorker);
+  const size_t want =
+      splits_wanted(span >= kAttnLongSpanTokens ? 2 * kAttnTasksPerWorker
+                                                : kAttnTasksPerWorker);
   plan.splits = std::max<size_t>(1, std::min(want, span / kAttnMinSplitTokens));
   plan.num_tasks = base_tasks * plan.splits;
   // Room for the long-span splits whatever the span, so that the workspace
@@ -680,14 +680,19 @@ HWY_INLINE void DotRowsInt8Vnni(size_t rows, const uint8_t* const* qc,
 // tile's w, and 127 v_scale_t = max_d |v_td|; tests/attention_test.cc checks
 // it).
 
-// Rounds s[0, n) (weights >= 0, zero past n up to the vector end) in place to
-// int16 codes at ((int16_t*)s)[0, n rounded up to 16); returns the step.
-HWY_INLINE float QuantizeWeightsRow(float* s, size_t n) {
+// The largest of s[0, n rounded up to 16) (weights >= 0).
+HWY_INLINE float WeightsRowMax(const float* s, size_t n) {
   __m512 vmax = _mm512_setzero_ps();
   for (size_t j = 0; j < n; j += 16) {
     vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(s + j));
   }
-  const float wmax = _mm512_reduce_max_ps(vmax);
+  return _mm512_reduce_max_ps(vmax);
+}
+
+// Rounds s[0, n) (weights >= 0, zero past n up to the vector end; wmax their
+// largest) in place to int16 codes at ((int16_t*)s)[0, n rounded up to 16);
+// returns the step.
+HWY_INLINE float QuantizeWeightsRow(float* s, size_t n, float wmax) {
   // Below 2^-110 (where 32767 / wmax would near FLT_MAX) the tile is dropped:
   // it moves an output by < 64 * 2^-110 * max |v| relative to the row's
   // largest weight (1), like the terms Exp flushes.
@@ -813,8 +818,6 @@ HWY_INLINE void AccumulateRowsVnni(size_t rows, const int16_t* codes,
 
 #endif  // HWY_TARGET == HWY_AVX3_DL
 
-#undef QKERN_ATTN_FOR_ROWS
-
 // Online-softmax step of one row over one tile, in two halves (the caller
 // updates m, l and the row's acc in between).
 //
@@ -883,6 +886,89 @@ HWY_INLINE float SoftmaxTileWeights(float* HWY_RESTRICT s, size_t n,
   }
   return SumLanes(v_sum);
 }
+
+// Both halves at once for kRows (<= 4) rows, S floats apart from s, when
+// every row attends to the whole tile, n is a multiple of the vector length
+// and there is no soft-cap. One row at a time, the chain of lane reductions
+// (max, then sum, then the int8 weights' max), the scalar steps between them
+// and the exp pass leave most of the core idle: for 4 rows on Zen 4 it cost
+// ~7 cycles per position, against a few when the rows run interleaved.
+// Scales the logits as SoftmaxTileLogits does, then updates m[r] and l[r] and
+// writes alpha[r] = exp(m_old - m_new) (the caller rescales acc by it) and,
+// unless w_max is null, w_max[r] = the row's largest weight (after v_mult).
+// Returns false, with the logits scaled and stored but nothing else changed,
+// when a row's tile max is not above -inf; the caller then goes row by row.
+template <size_t kRows>
+HWY_INLINE bool SoftmaxTileRowsFull(float* HWY_RESTRICT s, size_t n,
+                                    const float* k_mult, float scale,
+                                    bool prescaled, const float* v_mult,
+                                    float* m, float* l, float* alpha,
+                                    float* w_max) {
+  constexpr size_t S = detail::kAttnScoreStride;
+  const DAttn d;
+  const size_t N = hn::Lanes(d);
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  const VAttn v_scale = hn::Set(d, scale);
+  VAttn x0 = hn::Set(d, neg_inf), x1 = x0, x2 = x0, x3 = x0;
+  for (size_t j = 0; j < n; j += N) {
+    const VAttn mult =
+        prescaled || k_mult == nullptr ? v_scale : hn::LoadU(d, k_mult + j);
+#define QKERN_ATTN_MAX_ROW(r)              \
+  if constexpr (kRows > r) {               \
+    VAttn y = hn::LoadU(d, s + r * S + j); \
+    if (!prescaled) {                      \
+      y = hn::Mul(y, mult);                \
+      hn::StoreU(y, d, s + r * S + j);     \
+    }                                      \
+    x##r = hn::Max(x##r, y);               \
+  }
+    QKERN_ATTN_FOR_ROWS(QKERN_ATTN_MAX_ROW)
+#undef QKERN_ATTN_MAX_ROW
+  }
+  float m_new[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  bool finite = true;
+#define QKERN_ATTN_NEW_MAX(r)                                    \
+  if constexpr (kRows > r) {                                     \
+    const float tile_max = hn::GetLane(hn::MaxOfLanes(d, x##r)); \
+    finite = finite && tile_max > neg_inf;                       \
+    m_new[r] = std::max(m[r], tile_max);                         \
+  }
+  QKERN_ATTN_FOR_ROWS(QKERN_ATTN_NEW_MAX)
+#undef QKERN_ATTN_NEW_MAX
+  if (!finite) return false;
+  const VAttn m0 = hn::Set(d, m_new[0]), m1 = hn::Set(d, m_new[1]),
+              m2 = hn::Set(d, m_new[2]), m3 = hn::Set(d, m_new[3]);
+  const VAttn zero = hn::Zero(d);
+  VAttn sum0 = zero, sum1 = zero, sum2 = zero, sum3 = zero;
+  VAttn w0 = zero, w1 = zero, w2 = zero, w3 = zero;
+  for (size_t j = 0; j < n; j += N) {
+    const VAttn vm = v_mult != nullptr ? hn::LoadU(d, v_mult + j) : zero;
+#define QKERN_ATTN_EXP_ROW(r)                                                \
+  if constexpr (kRows > r) {                                                 \
+    VAttn e = ExpNonPositive(d, hn::Sub(hn::LoadU(d, s + r * S + j), m##r)); \
+    sum##r = hn::Add(sum##r, e);                                             \
+    if (v_mult != nullptr) e = hn::Mul(e, vm);                               \
+    w##r = hn::Max(w##r, e);                                                 \
+    hn::StoreU(e, d, s + r * S + j);                                         \
+  }
+    QKERN_ATTN_FOR_ROWS(QKERN_ATTN_EXP_ROW)
+#undef QKERN_ATTN_EXP_ROW
+  }
+#define QKERN_ATTN_ROW_STATE(r)                                            \
+  if constexpr (kRows > r) {                                               \
+    /* exp(-inf) = 0 for a row's first tile; exactly 1 when the max stayed \
+       (the usual case once a row has seen its largest logits). */         \
+    alpha[r] = m_new[r] == m[r] ? 1.0f : std::exp(m[r] - m_new[r]);        \
+    l[r] = l[r] * alpha[r] + SumLanes(sum##r);                             \
+    m[r] = m_new[r];                                                       \
+    if (w_max != nullptr) w_max[r] = hn::GetLane(hn::MaxOfLanes(d, w##r)); \
+  }
+  QKERN_ATTN_FOR_ROWS(QKERN_ATTN_ROW_STATE)
+#undef QKERN_ATTN_ROW_STATE
+  return true;
+}
+
+#undef QKERN_ATTN_FOR_ROWS
 
 // x[0, n) *= factor.
 HWY_INLINE void ScaleRow(float* HWY_RESTRICT x, size_t n, float factor) {
@@ -1111,43 +1197,92 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
                                      r0 == 0 ? k_ahead : nullptr);
           }
         });
-    for (size_t r = 0; r < rows; ++r) {
+    // Rows whose mask leaves the whole tile in (all of decode's but the
+    // partial tiles at a range's ends) go 4 at a time; the rest row by row.
+    bool whole_tile = n % hn::Lanes(DAttn()) == 0 && !(p.softcap > 0.0f);
+    for (size_t r = 0; r < rows && whole_tile; r += group) {
       const size_t pos = query_pos(r);
-      const size_t first = AttentionWindowBegin(p, pos);
-      const size_t begin = first > t0 ? first - t0 : 0;
-      const size_t end = std::min(pos + 1 > t0 ? pos + 1 - t0 : 0, n);
-      const float tile_max = SoftmaxTileLogits(
-          scores + r * S, n, begin, end, kScaled ? k_mult : nullptr, p.scale,
-          /*prescaled=*/int_dot, p.softcap);
-      if (tile_max == neg_inf) continue;  // weights are all 0
-      const float m_old = m[r];
-      const float m_new = std::max(m_old, tile_max);
-      // exp(-inf) = 0 for a row's first tile; exactly 1 when the max stayed
-      // (the usual case once a row has seen its largest logits).
-      const float alpha = m_new == m_old ? 1.0f : std::exp(m_old - m_new);
-      const float sum = SoftmaxTileWeights(scores + r * S, n, m_new,
-                                           kScaled ? v_mult : nullptr);
-      l[r] = l[r] * alpha + sum;
-      m[r] = m_new;
-      if (alpha != 1.0f) ScaleRow(acc + r * acc_stride, dim, alpha);
+      whole_tile = AttentionWindowBegin(p, pos) <= t0 && pos + 1 >= t1;
     }
+    const float* const logit_mult = kScaled ? k_mult : nullptr;
+    const float* const weight_mult = kScaled ? v_mult : nullptr;
+    for (size_t r0 = 0; r0 < rows; r0 += 4) {
+      const size_t group_rows = std::min<size_t>(4, rows - r0);
+      float alpha[4];
+      float w_max[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // int8 weights (integer p.v)
+      bool logits_scaled = int_dot;
+      bool done = false;
+      if (whole_tile) {
+        float* const w_max_out = int_dot ? w_max : nullptr;
+        switch (group_rows) {
+          case 1:
+            done = SoftmaxTileRowsFull<1>(scores + r0 * S, n, logit_mult,
+                                          p.scale, int_dot, weight_mult, m + r0,
+                                          l + r0, alpha, w_max_out);
+            break;
+          case 2:
+            done = SoftmaxTileRowsFull<2>(scores + r0 * S, n, logit_mult,
+                                          p.scale, int_dot, weight_mult, m + r0,
+                                          l + r0, alpha, w_max_out);
+            break;
+          case 3:
+            done = SoftmaxTileRowsFull<3>(scores + r0 * S, n, logit_mult,
+                                          p.scale, int_dot, weight_mult, m + r0,
+                                          l + r0, alpha, w_max_out);
+            break;
+          default:
+            done = SoftmaxTileRowsFull<4>(scores + r0 * S, n, logit_mult,
+                                          p.scale, int_dot, weight_mult, m + r0,
+                                          l + r0, alpha, w_max_out);
+        }
+        logits_scaled = true;  // stored by the attempt either way
+      }
+      for (size_t i = 0; i < group_rows && !done; ++i) {
+        const size_t r = r0 + i;
+        const size_t pos = query_pos(r);
+        const size_t first = AttentionWindowBegin(p, pos);
+        const size_t begin = first > t0 ? first - t0 : 0;
+        const size_t end = std::min(pos + 1 > t0 ? pos + 1 - t0 : 0, n);
+        const float tile_max =
+            SoftmaxTileLogits(scores + r * S, n, begin, end, logit_mult,
+                              p.scale, logits_scaled, p.softcap);
+        alpha[i] = 1.0f;
+        if (tile_max == neg_inf) continue;  // weights are all 0
+        const float m_old = m[r];
+        const float m_new = std::max(m_old, tile_max);
+        // exp(-inf) = 0 for a row's first tile; exactly 1 when the max stayed
+        // (the usual case once a row has seen its largest logits).
+        alpha[i] = m_new == m_old ? 1.0f : std::exp(m_old - m_new);
+        const float sum =
+            SoftmaxTileWeights(scores + r * S, n, m_new, weight_mult);
+        l[r] = l[r] * alpha[i] + sum;
+        m[r] = m_new;
 #if HWY_TARGET == HWY_AVX3_DL
-    if (int_dot) {
-      float p_step[4];
-      for (size_t r0 = 0; r0 < rows; r0 += 4) {
-        const size_t group_rows = std::min<size_t>(4, rows - r0);
-        for (size_t r = 0; r < group_rows; ++r) {
-          p_step[r] = QuantizeWeightsRow(scores + (r0 + r) * S, n);
+        if (int_dot) w_max[i] = WeightsRowMax(scores + r * S, n);
+#endif
+      }
+      for (size_t i = 0; i < group_rows; ++i) {
+        if (alpha[i] != 1.0f) {
+          ScaleRow(acc + (r0 + i) * acc_stride, dim, alpha[i]);
+        }
+      }
+#if HWY_TARGET == HWY_AVX3_DL
+      if (int_dot) {
+        float p_step[4];
+        for (size_t i = 0; i < group_rows; ++i) {
+          p_step[i] = QuantizeWeightsRow(scores + (r0 + i) * S, n, w_max[i]);
         }
         AccumulateRowsVnni(group_rows,
                            reinterpret_cast<const int16_t*>(scores + r0 * S),
                            p_step, n, v_ptrs, r0 == 0 ? v_ahead_ptrs : nullptr,
                            dim, acc + r0 * acc_stride, acc_stride);
       }
+#endif
+    }
+    if (int_dot) {
       t0 = t1;
       continue;
     }
-#endif
     for_each_segment(
         t0, t1,
         [&](const uint8_t* block, size_t slot, size_t col, size_t count) {
