@@ -19,7 +19,7 @@
 // ExpNonPositive, rescale of acc and l by exp(m_old - m_new) when the
 // max grew, and acc += p * V (up to 4 rows x 2 vectors of head_dim). The
 // K rows of the next tile are prefetched while the q.k dots run, its V rows
-// while p.v runs.
+// while p.v runs (on the integer path, during q.k too).
 // K and V are read in place: f16 widened with PromoteTo, int8 codes widened
 // to f32; the int8 row scale factors out of both products (score = scale_k *
 // q.codes, acc += (p * scale_v) * codes), so it is applied once per token.
@@ -599,13 +599,16 @@ HWY_INLINE __m512i LoadKQuadsVnni(const uint8_t* k, size_t dim_stride,
 // positions of dim-major int8 K, 16 per pass; may write up to 15 floats
 // past column n - 1 (reading k_mult that far) and reads K as
 // DotTileDimMajor does. Row r's codes at qc[r] (QuantizeQueryRow).
-// Prefetches `k_ahead` as DotTileDimMajor does.
+// Prefetches `k_ahead` as DotTileDimMajor does, and v_ahead_bytes of V rows
+// from `v_ahead` (null: none) over the same steps.
 template <size_t kRows>
 HWY_NOINLINE void DotTileInt8Vnni(const uint8_t* const* qc, const int32_t* corr,
                                   const float* step, const float* k_mult,
                                   size_t dim, const uint8_t* kt,
                                   size_t dim_stride, size_t n, float* scores,
-                                  const uint8_t* k_ahead) {
+                                  const uint8_t* k_ahead,
+                                  const uint8_t* v_ahead,
+                                  size_t v_ahead_bytes) {
   constexpr size_t S = detail::kAttnScoreStride;
   // Byte 4 p + j of the result is byte p of 128-bit block j (dim j's
   // position p).
@@ -618,11 +621,16 @@ HWY_NOINLINE void DotTileInt8Vnni(const uint8_t* const* qc, const int32_t* corr,
   const __m512i flip = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
   // Spread over the first pass's quads of dims.
   SpreadPrefetcher prefetcher(k_ahead, dim, dim_stride, n, dim / 4);
+  // The same positions' V rows, one contiguous run, over the same steps.
+  SpreadPrefetcher v_prefetcher(v_ahead, 1, 0, v_ahead_bytes, dim / 4);
   for (size_t t = 0; t < n; t += 16) {
     const __m512i z = _mm512_setzero_si512();
     __m512i h0 = z, l0 = z, h1 = z, l1 = z, h2 = z, l2 = z, h3 = z, l3 = z;
     for (size_t g = 0; g < dim; g += 4) {
-      if (t == 0) prefetcher.Step();
+      if (t == 0) {
+        prefetcher.Step();
+        v_prefetcher.Step();
+      }
       const __m512i k =
           LoadKQuadsVnni(kt + g * dim_stride + t, dim_stride, transpose, flip);
 #define QKERN_ATTN_VNNI_ROW(r)                        \
@@ -652,20 +660,21 @@ HWY_INLINE void DotRowsInt8Vnni(size_t rows, const uint8_t* const* qc,
                                 const int32_t* corr, const float* step,
                                 const float* k_mult, size_t dim,
                                 const uint8_t* kt, size_t dim_stride, size_t n,
-                                float* scores, const uint8_t* k_ahead) {
+                                float* scores, const uint8_t* k_ahead,
+                                const uint8_t* v_ahead, size_t v_ahead_bytes) {
   switch (rows) {
     case 1:
       return DotTileInt8Vnni<1>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
-                                scores, k_ahead);
+                                scores, k_ahead, v_ahead, v_ahead_bytes);
     case 2:
       return DotTileInt8Vnni<2>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
-                                scores, k_ahead);
+                                scores, k_ahead, v_ahead, v_ahead_bytes);
     case 3:
       return DotTileInt8Vnni<3>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
-                                scores, k_ahead);
+                                scores, k_ahead, v_ahead, v_ahead_bytes);
     default:
       return DotTileInt8Vnni<4>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
-                                scores, k_ahead);
+                                scores, k_ahead, v_ahead, v_ahead_bytes);
   }
 }
 
@@ -719,13 +728,13 @@ HWY_INLINE __m512i DpWssd(__m512i acc, __m512i v, __m512i w) {
 // acc_r[0, dim) += step_r * sum_t c_rt v_t for kRows rows; codes of row r at
 // codes + r * 2 kAttnScoreStride (int16), v[t] the V row of position t.
 // dim is a multiple of 64. Lanes hold dims in the order unpacklo/hi leave
-// them; a permute per 16 dims restores it once per tile. Unless null,
-// v_ahead[t] (itself null or not) is the V row to prefetch a tile later.
+// them; a permute per 16 dims restores it once per tile. (The next tile's V
+// rows were prefetched during q.k: DotTileInt8Vnni.)
 template <size_t kRows>
 HWY_NOINLINE void AccumulateTileVnni(const int16_t* codes, const float* step,
                                      size_t n, const uint8_t* const* v,
-                                     const uint8_t* const* v_ahead, size_t dim,
-                                     float* acc, size_t acc_stride) {
+                                     size_t dim, float* acc,
+                                     size_t acc_stride) {
   constexpr size_t CS = 2 * detail::kAttnScoreStride;
   const __m512i idx_lo =
       _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
@@ -739,14 +748,6 @@ HWY_NOINLINE void AccumulateTileVnni(const int16_t* codes, const float* step,
       // An odd n pairs the last row with itself; its partner code is 0.
       const uint8_t* v0 = v[t] + g;
       const uint8_t* v1 = v[std::min(t + 1, n - 1)] + g;
-      if (v_ahead != nullptr && g == 0) {
-        for (size_t j = t; j < std::min(t + 2, n); ++j) {
-          if (v_ahead[j] == nullptr) continue;
-          for (size_t off = 0; off < dim; off += 64) {
-            PrefetchToL2(v_ahead[j] + off);
-          }
-        }
-      }
       const __m512i x0 = _mm512_cvtepi8_epi16(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v0)));
       const __m512i y0 = _mm512_cvtepi8_epi16(
@@ -797,22 +798,17 @@ HWY_NOINLINE void AccumulateTileVnni(const int16_t* codes, const float* step,
 
 HWY_INLINE void AccumulateRowsVnni(size_t rows, const int16_t* codes,
                                    const float* step, size_t n,
-                                   const uint8_t* const* v,
-                                   const uint8_t* const* v_ahead, size_t dim,
+                                   const uint8_t* const* v, size_t dim,
                                    float* acc, size_t acc_stride) {
   switch (rows) {
     case 1:
-      return AccumulateTileVnni<1>(codes, step, n, v, v_ahead, dim, acc,
-                                   acc_stride);
+      return AccumulateTileVnni<1>(codes, step, n, v, dim, acc, acc_stride);
     case 2:
-      return AccumulateTileVnni<2>(codes, step, n, v, v_ahead, dim, acc,
-                                   acc_stride);
+      return AccumulateTileVnni<2>(codes, step, n, v, dim, acc, acc_stride);
     case 3:
-      return AccumulateTileVnni<3>(codes, step, n, v, v_ahead, dim, acc,
-                                   acc_stride);
+      return AccumulateTileVnni<3>(codes, step, n, v, dim, acc, acc_stride);
     default:
-      return AccumulateTileVnni<4>(codes, step, n, v, v_ahead, dim, acc,
-                                   acc_stride);
+      return AccumulateTileVnni<4>(codes, step, n, v, dim, acc, acc_stride);
   }
 }
 
@@ -1076,9 +1072,10 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
   const VAttn v_attn_scale = hn::Set(DAttn(), p.scale);
   // Integer p.v: the V row of each position of the tile.
   const uint8_t* v_ptrs[detail::kAttnTileTokens];
-  // ... and the V row a tile later (null where none: the segment's ahead
-  // rows then do not lie in one block).
-  const uint8_t* v_ahead_ptrs[detail::kAttnTileTokens];
+  // At each segment's first column: its V rows a tile later (null where
+  // they do not lie in one block), for the p.v of the f32 / f16 / int8
+  // FMA paths.
+  const uint8_t* v_ahead_at[detail::kAttnTileTokens];
   HWY_ALIGN float k_mult[S];
   HWY_ALIGN float v_mult[S];
   if constexpr (kScaled) {
@@ -1164,12 +1161,11 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
               PrefetchToL2(ahead_block + v_scales + ahead_slot * sizeof(float));
             }
           }
-          // V is prefetched by the p.v pass, so that the misses in flight
-          // are spread over the whole tile rather than bunched into q.k.
-          for (size_t j = 0; j < count; ++j) {
-            v_ahead_ptrs[col + j] =
-                v_ahead != nullptr ? v_ahead + j * row_bytes : nullptr;
-          }
+          // The FMA paths prefetch V during p.v, spreading the misses over
+          // the tile; the integer path, whose p.v is short, during q.k
+          // beside K (Zen 4, alternating runs at 8K and 32K: 2 threads 0-15%
+          // faster, mostly 3-11%, than during its p.v; 1 thread -3% to +9%).
+          v_ahead_at[col] = v_ahead;
 #if HWY_TARGET == HWY_AVX3_DL
           if (int_dot) {
             for (size_t r0 = 0; r0 < rows; r0 += 4) {
@@ -1182,7 +1178,8 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
               DotRowsInt8Vnni(group_rows, qc, q_corr + r0, q_step + r0,
                               k_mult + col, dim, k_rows, k_dim_stride, count,
                               scores + r0 * S + col,
-                              r0 == 0 ? k_ahead : nullptr);
+                              r0 == 0 ? k_ahead : nullptr,
+                              r0 == 0 ? v_ahead : nullptr, count * row_bytes);
             }
             return;
           }
@@ -1273,10 +1270,9 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
         for (size_t i = 0; i < group_rows; ++i) {
           p_step[i] = QuantizeWeightsRow(scores + (r0 + i) * S, n, w_max[i]);
         }
-        AccumulateRowsVnni(group_rows,
-                           reinterpret_cast<const int16_t*>(scores + r0 * S),
-                           p_step, n, v_ptrs, r0 == 0 ? v_ahead_ptrs : nullptr,
-                           dim, acc + r0 * acc_stride, acc_stride);
+        AccumulateRowsVnni(
+            group_rows, reinterpret_cast<const int16_t*>(scores + r0 * S),
+            p_step, n, v_ptrs, dim, acc + r0 * acc_stride, acc_stride);
       }
 #endif
     }
@@ -1292,7 +1288,7 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
             AccumulateRows<kFormat>(
                 std::min<size_t>(4, rows - r0), scores + r0 * S + col, count,
                 v_rows, row_bytes, dim, acc + r0 * acc_stride, acc_stride,
-                r0 == 0 ? v_ahead_ptrs[col] : nullptr);
+                r0 == 0 ? v_ahead_at[col] : nullptr);
           }
         });
     t0 = t1;
