@@ -653,6 +653,59 @@ TEST(KvLayoutTest, ExampleSizes) {
   EXPECT_EQ(l.BlockBytes(), 30u * 3 * 2 * 32 * 64 * 2);
 }
 
+// Spread over a pool, every block's pieces tile the pool's storage exactly,
+// stay aligned, and one (layer, head)'s pieces of consecutive blocks are
+// adjacent: the property decode attention's streaming relies on.
+TEST(KvLayoutTest, PoolPiecesTileThePoolWithConsecutiveBlocksAdjacent) {
+  for (KvFormat format : kAllKvFormats) {
+    for (size_t head_dim : {5, 64}) {
+      for (size_t bt : {3, 16}) {
+        for (size_t blocks : {1, 2, 5}) {
+          KvBlockLayout l;
+          ASSERT_TRUE(
+              KvBlockLayout::Compute(3, 2, head_dim, bt, format, &l).ok());
+          ASSERT_TRUE(l.SetPoolBlocks(blocks).ok());
+          EXPECT_EQ(l.BlockStride(), l.HeadBytes());
+          std::vector<int> owner(blocks * l.BlockBytes(), 0);
+          for (size_t b = 0; b < blocks; ++b) {
+            const size_t base = b * l.BlockStride();
+            for (size_t layer = 0; layer < 3; ++layer) {
+              for (size_t head = 0; head < 2; ++head) {
+                const size_t piece =
+                    base + l.ValuesOffset(layer, head, KvPart::kK);
+                EXPECT_EQ(piece % kKvAlign, 0u);
+                EXPECT_EQ(base + l.ValuesOffset(layer, head, KvPart::kV),
+                          piece + l.HeadBytes() / 2);
+                if (l.has_row_scales()) {
+                  EXPECT_LT(base + l.ScalesOffset(layer, head, KvPart::kV),
+                            piece + l.HeadBytes());
+                }
+                ASSERT_LE(piece + l.HeadBytes(), owner.size());
+                for (size_t i = piece; i < piece + l.HeadBytes(); ++i) {
+                  ASSERT_EQ(owner[i]++, 0) << "byte " << i << " used twice";
+                }
+                if (b + 1 < blocks) {
+                  EXPECT_EQ(piece + l.HeadBytes(),
+                            base + l.BlockStride() +
+                                l.ValuesOffset(layer, head, KvPart::kK));
+                }
+              }
+            }
+          }
+          EXPECT_EQ(std::count(owner.begin(), owner.end(), 1),
+                    static_cast<std::ptrdiff_t>(owner.size()));
+        }
+      }
+    }
+  }
+  KvBlockLayout l;
+  ASSERT_TRUE(KvBlockLayout::Compute(2, 2, 64, 16, KvFormat::kF16, &l).ok());
+  ExpectError(l.SetPoolBlocks(0), StatusCode::kInvalidArgument,
+              "pool of 0 blocks");
+  ExpectError(l.SetPoolBlocks(SIZE_MAX / 2), StatusCode::kInvalidArgument,
+              "overflows size_t");
+}
+
 // A kernel reading the bytes at the layout's offsets finds what WriteKV
 // stored: the contract the attention kernel relies on.
 TEST(KvLayoutTest, KernelViewMatchesWrites) {
@@ -1098,6 +1151,17 @@ TEST(BlockPoolTest, RefcountsAndDoubleFree) {
   EXPECT_EQ(pool.num_free(), 2u);
 }
 
+TEST(BlockPoolTest, BaseStrideSpacesTheBases) {
+  BlockPool pool;
+  ASSERT_TRUE(BlockPool::Create(256, 256 * 3, &pool, 64).ok());
+  EXPECT_EQ(pool.base_stride(), 64u);
+  EXPECT_EQ(pool.Data(2) - pool.Data(0), 128);
+  ASSERT_TRUE(BlockPool::Create(256, 256 * 3, &pool).ok());
+  EXPECT_EQ(pool.Data(2) - pool.Data(0), 512);
+  ExpectError(BlockPool::Create(256, 256 * 3, &pool, 512),
+              StatusCode::kInvalidArgument, "base stride 512 exceeds");
+}
+
 // --- (e) budget sizing ------------------------------------------------------
 
 TEST(KvCacheTest, BudgetGivesFloorOfBudgetOverBlockBytes) {
@@ -1136,6 +1200,35 @@ TEST(KvCacheTest, PoolHoldsExactlyItsCapacity) {
   ASSERT_TRUE(cache.Truncate(0, 0).ok());
   EXPECT_EQ(cache.ReserveTokens(0, 21).code(), StatusCode::kResourceExhausted);
   EXPECT_EQ(cache.num_free_blocks(), 5u);
+}
+
+// Blocks are handed out in ascending order, and a freed or truncated
+// sequence's blocks come back to the next sequence in position order, so
+// each sequence's pieces stay ascending streams (KvBlockLayout).
+TEST(KvCacheTest, BlocksComeBackInPositionOrder) {
+  PagedKvCache cache;
+  ASSERT_TRUE(
+      PagedKvCache::Create(SmallConfig(KvFormat::kF16, 4, 8), &cache).ok());
+  auto table_of = [&](KvSeqId seq) {
+    KvBlockTable t;
+    EXPECT_TRUE(cache.BlockTable(seq, &t).ok());
+    return std::vector<uint32_t>(t.begin(), t.end());
+  };
+  ASSERT_TRUE(cache.AddSequence(1).ok());
+  ASSERT_TRUE(cache.ReserveTokens(1, 20).ok());
+  EXPECT_EQ(table_of(1), (std::vector<uint32_t>{0, 1, 2, 3, 4}));
+  ASSERT_TRUE(cache.AddSequence(2).ok());
+  ASSERT_TRUE(cache.ReserveTokens(2, 4).ok());
+  EXPECT_EQ(table_of(2), (std::vector<uint32_t>{5}));
+  ASSERT_TRUE(cache.Free(1).ok());
+  ASSERT_TRUE(cache.ReserveTokens(2, 16).ok());
+  EXPECT_EQ(table_of(2), (std::vector<uint32_t>{5, 0, 1, 2}));
+  ASSERT_TRUE(cache.Truncate(2, 0).ok());
+  ASSERT_TRUE(cache.AddSequence(3).ok());
+  ASSERT_TRUE(cache.ReserveTokens(3, 16).ok());
+  EXPECT_EQ(table_of(3), (std::vector<uint32_t>{5, 0, 1, 2}));
+  ASSERT_TRUE(cache.ReserveTokens(3, 24).ok());
+  EXPECT_EQ(table_of(3), (std::vector<uint32_t>{5, 0, 1, 2, 3, 4}));
 }
 
 // --- SIMD encoders (kv_codec-inl.h) against the scalar EncodeKvRow ----------

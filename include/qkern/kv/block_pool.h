@@ -31,12 +31,16 @@ class BlockPool {
   BlockPool(BlockPool&&) = default;
   BlockPool& operator=(BlockPool&&) = default;
 
-  // Allocates floor(budget_bytes / block_bytes) blocks, each starting on a
-  // kBufferAlignment boundary when block_bytes is a multiple of it. Fails if
-  // that is zero blocks, more than kMaxBlocks, or the memory is unavailable;
+  // Allocates floor(budget_bytes / block_bytes) blocks. Block b's base is
+  // b * base_stride bytes into the storage: with base_stride == block_bytes
+  // (0 means that) the blocks are disjoint and contiguous; with less, the
+  // owner interleaves their bytes over the storage (the KV cache:
+  // KvBlockLayout). Bases start on a kBufferAlignment boundary when the
+  // stride is a multiple of it. Fails if that is zero blocks, more than
+  // kMaxBlocks, a stride above block_bytes, or the memory is unavailable;
   // `*out` is unchanged on failure.
-  static Status Create(size_t block_bytes, size_t budget_bytes,
-                       BlockPool* out) {
+  static Status Create(size_t block_bytes, size_t budget_bytes, BlockPool* out,
+                       size_t base_stride = 0) {
     if (out == nullptr) {
       return MakeStatus(StatusCode::kInvalidArgument,
                         "BlockPool: output is null");
@@ -44,6 +48,12 @@ class BlockPool {
     if (block_bytes == 0) {
       return MakeStatus(StatusCode::kInvalidArgument,
                         "BlockPool: block_bytes is 0");
+    }
+    if (base_stride == 0) base_stride = block_bytes;
+    if (base_stride > block_bytes) {
+      return MakeStatus(StatusCode::kInvalidArgument,
+                        "BlockPool: base stride %zu exceeds block_bytes %zu",
+                        base_stride, block_bytes);
     }
     const size_t blocks = budget_bytes / block_bytes;
     if (blocks == 0) {
@@ -68,6 +78,7 @@ class BlockPool {
                         blocks, block_bytes);
     }
     pool.block_bytes_ = block_bytes;
+    pool.base_stride_ = base_stride;
     pool.num_blocks_ = static_cast<uint32_t>(blocks);
     pool.refcounts_.assign(blocks, 0);
     pool.free_list_.resize(blocks);
@@ -83,6 +94,7 @@ class BlockPool {
   uint32_t num_blocks() const { return num_blocks_; }
   uint32_t num_free() const { return static_cast<uint32_t>(free_list_.size()); }
   size_t block_bytes() const { return block_bytes_; }
+  size_t base_stride() const { return base_stride_; }
 
   // Takes `n` blocks, each with refcount 1, writing their indices to `out`;
   // all or nothing. Block contents are whatever was there before.
@@ -124,13 +136,13 @@ class BlockPool {
     return block < num_blocks_ ? refcounts_[block] : 0;
   }
 
-  // Null for indices out of range.
+  // The block's base (see Create); null for indices out of range.
   uint8_t* Data(uint32_t block) {
-    return block < num_blocks_ ? storage_.data() + block * block_bytes_
+    return block < num_blocks_ ? storage_.data() + block * base_stride_
                                : nullptr;
   }
   const uint8_t* Data(uint32_t block) const {
-    return block < num_blocks_ ? storage_.data() + block * block_bytes_
+    return block < num_blocks_ ? storage_.data() + block * base_stride_
                                : nullptr;
   }
 
@@ -151,6 +163,7 @@ class BlockPool {
  private:
   AlignedBuffer storage_;
   size_t block_bytes_ = 0;
+  size_t base_stride_ = 0;
   uint32_t num_blocks_ = 0;
   std::vector<uint32_t> refcounts_;
   std::vector<uint32_t>

@@ -230,7 +230,10 @@ class PagedKvCache {
         config.num_layers, config.num_kv_heads, config.head_dim,
         config.block_tokens, config.format, &cache.layout_));
     QKERN_RETURN_IF_ERROR(BlockPool::Create(
-        cache.layout_.BlockBytes(), config.memory_budget_bytes, &cache.pool_));
+        cache.layout_.BlockBytes(), config.memory_budget_bytes, &cache.pool_,
+        cache.layout_.BlockStride()));
+    QKERN_RETURN_IF_ERROR(
+        cache.layout_.SetPoolBlocks(cache.pool_.num_blocks()));
     cache.config_ = config;
     cache.words_per_position_ = (config.num_layers + 63) / 64;
     *out = std::move(cache);
@@ -283,7 +286,7 @@ class PagedKvCache {
   Status Free(KvSeqId seq) {
     Sequence* s = nullptr;
     QKERN_RETURN_IF_ERROR(Find(seq, "Free", &s));
-    for (uint32_t block : s->blocks) (void)pool_.Unref(block);
+    ReleaseBlocksFrom(s, 0);
     sequences_.erase(seq);
     return Status::Ok();
   }
@@ -356,7 +359,7 @@ class PagedKvCache {
         uint32_t copy = 0;
         (void)pool_.Allocate(1, &copy);
         // The whole block: it may also hold this sequence's pending writes.
-        memcpy(pool_.Data(copy), pool_.Data(old_block), pool_.block_bytes());
+        CopyBlock(old_block, copy);
         (void)pool_.Unref(old_block);
         s->blocks[i] = copy;
       }
@@ -491,11 +494,7 @@ class PagedKvCache {
                         "sequence %llu",
                         new_length, s->length, Id(seq));
     }
-    const size_t keep = BlocksFor(new_length);
-    for (size_t i = keep; i < s->blocks.size(); ++i) {
-      (void)pool_.Unref(s->blocks[i]);
-    }
-    s->blocks.resize(keep);
+    ReleaseBlocksFrom(s, BlocksFor(new_length));
     s->length = s->reserved = new_length;
     s->written.clear();
     return Status::Ok();
@@ -514,7 +513,8 @@ class PagedKvCache {
     return Status::Ok();
   }
 
-  // Base of a block (layout().BlockBytes() bytes); null if `block` is out of
+  // Base of a block, the address layout()'s offsets are taken from (its
+  // bytes are spread over the pool: KvBlockLayout); null if `block` is out of
   // range.
   const uint8_t* BlockData(uint32_t block) const { return pool_.Data(block); }
 
@@ -592,6 +592,30 @@ class PagedKvCache {
 
   static unsigned long long Id(KvSeqId seq) {
     return static_cast<unsigned long long>(seq);
+  }
+
+  // Drops the sequence's references to its blocks from index `keep` on, last
+  // first: the pool reuses freed blocks last in, first out, so the next
+  // sequence gets them back in position order, and a head's pieces stay one
+  // ascending stream (see KvBlockLayout).
+  void ReleaseBlocksFrom(Sequence* s, size_t keep) {
+    for (size_t i = s->blocks.size(); i > keep; --i) {
+      (void)pool_.Unref(s->blocks[i - 1]);
+    }
+    s->blocks.resize(keep);
+  }
+
+  // Copies every piece of block `from` to block `to` (one per layer and kv
+  // head, spread over the pool: KvBlockLayout).
+  void CopyBlock(uint32_t from, uint32_t to) {
+    const uint8_t* src = pool_.Data(from);
+    uint8_t* dst = pool_.Data(to);
+    for (size_t layer = 0; layer < config_.num_layers; ++layer) {
+      for (size_t h = 0; h < config_.num_kv_heads; ++h) {
+        const size_t offset = layout_.ValuesOffset(layer, h, KvPart::kK);
+        memcpy(dst + offset, src + offset, layout_.HeadBytes());
+      }
+    }
   }
 
   size_t BlocksFor(size_t tokens) const {
