@@ -4,7 +4,9 @@
 // cache: its figure is GB/s of K/V bytes (values plus int8 row scales) and
 // the fraction of the read bandwidth measured in the same run ("roof" for
 // the mean call, "roof_best" for the fastest one, comparable with the roof,
-// itself the best of five passes). Prefill (a
+// itself the best of five passes). At 8K it also runs with the sequence's
+// blocks scattered over the pool ("pages:scattered"), as a pool fragmented
+// by many sequences leaves them. Prefill (a
 // causal prompt) is compute bound: GFLOP/s (2 per multiply-add of q.k and
 // p.v over the causal pairs) and the fraction of the f32 FMA peak.
 //
@@ -56,7 +58,8 @@ constexpr size_t kBlockTokens = 16;
 // runs the same calls warm, which separates the kernel's compute ceiling
 // from its memory behaviour.
 size_t ColdBytes() {
-  static const size_t bytes = ColdBytesFromEnv("QKERN_BENCH_ATTN_COLD_MIB", 128);
+  static const size_t bytes =
+      ColdBytesFromEnv("QKERN_BENCH_ATTN_COLD_MIB", 128);
   return bytes;
 }
 
@@ -76,8 +79,35 @@ struct BenchCaches {
   std::vector<std::unique_ptr<PagedKvCache>> copies;
 };
 
+// How the sequence's blocks lie in the pool. kInOrder is what a sequence
+// whose blocks were allocated one after another gets (a fresh pool, or one
+// whose freed sequences gave their blocks back in order): one head's pieces
+// of consecutive blocks are adjacent (KvBlockLayout). kScattered is a pool
+// fragmented by many sequences: the blocks in a random order.
+enum class Pages { kInOrder, kScattered };
+
+// Hands the sequence `seq` blocks for `context` positions, in `pages` order.
+Status ReservePages(PagedKvCache* cache, KvSeqId seq, size_t context,
+                    Pages pages) {
+  if (pages == Pages::kScattered) {
+    // One single-block sequence per pool block, freed in a random order: the
+    // pool hands freed blocks out last first, so `seq` gets that order.
+    std::vector<KvSeqId> ids;
+    for (uint32_t i = 0; i < cache->num_blocks(); ++i) {
+      ids.push_back(seq + 1 + i);
+      QKERN_RETURN_IF_ERROR(cache->AddSequence(ids.back()));
+      QKERN_RETURN_IF_ERROR(cache->ReserveTokens(ids.back(), 1));
+    }
+    std::shuffle(ids.begin(), ids.end(), std::mt19937(7));
+    for (KvSeqId id : ids) QKERN_RETURN_IF_ERROR(cache->Free(id));
+  }
+  QKERN_RETURN_IF_ERROR(cache->AddSequence(seq));
+  return cache->ReserveTokens(seq, context);
+}
+
 std::unique_ptr<PagedKvCache> MakeCache(const ModelShape& m, KvFormat format,
-                                        size_t context, size_t layers) {
+                                        size_t context, size_t layers,
+                                        Pages pages) {
   auto cache = std::make_unique<PagedKvCache>();
   KvCacheConfig config;
   config.num_layers = layers;
@@ -95,8 +125,7 @@ std::unique_ptr<PagedKvCache> MakeCache(const ModelShape& m, KvFormat format,
   const size_t blocks = (context + kBlockTokens - 1) / kBlockTokens + 4;
   config.memory_budget_bytes = blocks * layout.BlockBytes();
   Status s = PagedKvCache::Create(config, cache.get());
-  if (s.ok()) s = cache->AddSequence(1);
-  if (s.ok()) s = cache->ReserveTokens(1, context);
+  if (s.ok()) s = ReservePages(cache.get(), 1, context, pages);
   const size_t row = cache->RowFloats();
   constexpr size_t kDistinctRows = 61;
   std::mt19937 rng(static_cast<uint32_t>(context));
@@ -121,14 +150,17 @@ std::unique_ptr<PagedKvCache> MakeCache(const ModelShape& m, KvFormat format,
 // The caches of the benchmark running now; the previous ones are freed when
 // the shape changes (benchmarks of one shape are registered together).
 BenchCaches& CachesFor(const ModelShape& m, KvFormat format, size_t context,
-                       size_t layers, size_t copies) {
-  static std::tuple<const ModelShape*, KvFormat, size_t, size_t, size_t> key;
+                       size_t layers, size_t copies,
+                       Pages pages = Pages::kInOrder) {
+  static std::tuple<const ModelShape*, KvFormat, size_t, size_t, size_t, Pages>
+      key;
   static BenchCaches caches;
-  const auto wanted = std::make_tuple(&m, format, context, layers, copies);
+  const auto wanted =
+      std::make_tuple(&m, format, context, layers, copies, pages);
   if (caches.copies.empty() || key != wanted) {
     caches.copies.clear();
     for (size_t i = 0; i < copies; ++i) {
-      caches.copies.push_back(MakeCache(m, format, context, layers));
+      caches.copies.push_back(MakeCache(m, format, context, layers, pages));
     }
     key = wanted;
   }
@@ -151,13 +183,13 @@ AttentionParams ParamsFor(const ModelShape& m) {
 }
 
 void RunDecode(benchmark::State& state, const ModelShape& m, KvFormat format,
-               size_t context, size_t threads) {
+               size_t context, size_t threads, Pages pages) {
   const size_t layer_bytes = KvBytes(m, format, context);
   const size_t layers =
       std::min(m.num_layers, std::max<size_t>(1, ColdBytes() / layer_bytes));
   const size_t copies = std::max<size_t>(
       1, (ColdBytes() + layers * layer_bytes - 1) / (layers * layer_bytes));
-  BenchCaches& caches = CachesFor(m, format, context, layers, copies);
+  BenchCaches& caches = CachesFor(m, format, context, layers, copies, pages);
   const AttentionParams params = ParamsFor(m);
   std::vector<float> q(m.num_q_heads * m.head_dim, 0.1f), out(q.size());
   AttentionWorkspace ws;
@@ -237,20 +269,27 @@ bool RegisterAll() {
   if (all_threads > 1) thread_counts.push_back(all_threads);
   const KvFormat formats[] = {KvFormat::kF16, KvFormat::kInt8};
   for (const ModelShape& m : kModels) {
+    // Pages in order at every context; scattered at 8K, for what a
+    // fragmented pool costs.
     for (size_t context : {512, 2048, 8192, 32768}) {
-      for (KvFormat format : formats) {
-        for (size_t threads : thread_counts) {
-          const std::string name = std::string("Attention/Decode/") + m.name +
-                                   "/" + GetKvFormatInfo(format).name +
-                                   "/context:" + std::to_string(context) +
-                                   "/threads:" + std::to_string(threads);
-          benchmark::RegisterBenchmark(
-              name.c_str(),
-              [&m, format, context, threads](benchmark::State& state) {
-                RunDecode(state, m, format, context, threads);
-              })
-              ->UseManualTime()
-              ->Unit(benchmark::kMicrosecond);
+      for (Pages pages : {Pages::kInOrder, Pages::kScattered}) {
+        if (pages == Pages::kScattered && context != 8192) continue;
+        for (KvFormat format : formats) {
+          for (size_t threads : thread_counts) {
+            const std::string name =
+                std::string("Attention/Decode/") + m.name + "/" +
+                GetKvFormatInfo(format).name +
+                "/context:" + std::to_string(context) +
+                (pages == Pages::kScattered ? "/pages:scattered" : "") +
+                "/threads:" + std::to_string(threads);
+            benchmark::RegisterBenchmark(
+                name.c_str(),
+                [&m, format, context, threads, pages](benchmark::State& state) {
+                  RunDecode(state, m, format, context, threads, pages);
+                })
+                ->UseManualTime()
+                ->Unit(benchmark::kMicrosecond);
+          }
         }
       }
     }
