@@ -219,7 +219,7 @@ const ReferenceResult& Reference(const AttentionParams& p, const float* q,
   const size_t kv_floats =
       (q_start_pos + num_queries) * p.num_kv_heads * p.head_dim;
   uint64_t h = 0xCBF29CE484222325ull;
-  const size_t sizes[] = {p.num_q_heads,   p.num_kv_heads, p.head_dim,
+  const size_t sizes[] = {p.num_q_heads,    p.num_kv_heads, p.head_dim,
                           p.sliding_window, p.q_stride,     num_queries,
                           q_start_pos};
   for (size_t size : sizes) h = (h ^ size) * 0x100000001B3ull;
@@ -233,8 +233,7 @@ const ReferenceResult& Reference(const AttentionParams& p, const float* q,
   if (found != results->end()) return found->second;
   ReferenceResult& r = (*results)[h];
   r.out.resize(num_queries * p.num_q_heads * p.head_dim);
-  ref::Attention(p, q, num_queries, q_start_pos, k, v, r.out.data(),
-                 &r.terms);
+  ref::Attention(p, q, num_queries, q_start_pos, k, v, r.out.data(), &r.terms);
   return r;
 }
 
@@ -394,8 +393,8 @@ void RunAndCheck(const PagedKvCache& cache, KvSeqId seq, const RunSpec& spec) {
     }
   }
   std::vector<float> ev_f(ev.begin(), ev.end());
-  const ReferenceResult& unstored = Reference(
-      p, q.data(), nq, spec.q_start_pos, orig.k.data(), orig.v.data());
+  const ReferenceResult& unstored = Reference(p, q.data(), nq, spec.q_start_pos,
+                                              orig.k.data(), orig.v.data());
   const std::vector<double>& exact = unstored.out;
   const ref::AttentionTerms& orig_terms = unstored.terms;
   const std::vector<double>& weighted_ev =
@@ -703,9 +702,10 @@ TEST_P(AttentionTest, ForkedSequences) {
 // integer V (one entry of 127 per row, so the int8 row scale is exactly 1)
 // the kernel's sums are exact in f32 and only the final division and the
 // split merge round: |o - mean| <= (splits + 2) u mean_t |v_t| with at most
-// 24 splits here (one kv head at 4096 positions on 3 workers). Dropping, repeating or misplacing any one position moves o
-// by >= 1 / count, which at 4096 positions is ~20x that bound; the general
-// bound above cannot see so small a change at long contexts.
+// 24 splits here (one kv head at 4096 positions on 3 workers). Dropping,
+// repeating or misplacing any one position moves o by >= 1 / count, which at
+// 4096 positions is ~20x that bound; the general bound above cannot see so
+// small a change at long contexts.
 TEST_P(AttentionTest, ExactMeanOfValues) {
   const ParallelRunner pool = Pool3().Runner();
   const size_t dim = 64;
@@ -754,8 +754,7 @@ TEST_P(AttentionTest, ExactMeanOfValues) {
       for (size_t window : {size_t{0}, size_t{300}}) {
         // 40 queries make 8 query tiles (5 queries of 3 heads each); under
         // qemu the longest context takes 17 (4 tiles, the last one partial).
-        const size_t many =
-            test::UnderEmulation() && context > 1000 ? 17 : 40;
+        const size_t many = test::UnderEmulation() && context > 1000 ? 17 : 40;
         for (size_t queries : {size_t{1}, std::min(context, many)}) {
           for (const ParallelRunner* runner :
                {static_cast<const ParallelRunner*>(nullptr), &pool}) {
@@ -797,6 +796,69 @@ TEST_P(AttentionTest, ExactMeanOfValues) {
             }
             EXPECT_EQ(failures, 0u);
           }
+        }
+      }
+    }
+  }
+}
+
+// A tile whose logits all overflow to -inf for one query row (|q.k| past
+// f32 range) gives that row no weight, while the rows sharing its kv head
+// attend as usual: the 4-row softmax hands such a group back to the
+// row-by-row path. In double the reference gets weights exp(-1e39) = 0 for
+// the tile and a one-hot row 0 (its other logits differ by >= 1e17).
+TEST_P(AttentionTest, TileOfOverflowedLogitsGetsNoWeight) {
+  const ParallelRunner pool = Pool3().Runner();
+  // The overflow fills the first whole kernel tile; two more follow.
+  const size_t tile = detail::kAttnTileTokens;
+  const size_t dim = 64, context = 3 * tile, block_tokens = 16;
+  // f16 cannot store the 1e20 components; f32 and int8 can.
+  for (KvFormat format : {KvFormat::kF32, KvFormat::kInt8}) {
+    PagedKvCache cache = MakeScatteredCache(
+        1, dim, block_tokens, format, BlocksFor(context, block_tokens) + 1, 3);
+    ASSERT_TRUE(cache.AddSequence(2).ok());
+    ASSERT_TRUE(cache.ReserveTokens(2, context).ok());
+    // v: integers in [-8, 8] with 127 at dim 0 (exact in every format).
+    auto value = [&](size_t pos, size_t d) -> float {
+      if (d == 0) return 127.0f;
+      return static_cast<float>(static_cast<int>((pos * 5 + d * 3) % 17) - 8);
+    };
+    std::vector<float> k_row(dim, 0.0f), v_row(dim);
+    for (size_t pos = 0; pos < context; ++pos) {
+      // Only dim 0 of K is non-zero: -1e20 in the first tile, then
+      // increasing, so q = 1e20 e0 peaks at the last position.
+      k_row[0] = pos < tile ? -1e20f : 1.0f + static_cast<float>(pos) / 256.0f;
+      for (size_t d = 0; d < dim; ++d) v_row[d] = value(pos, d);
+      for (size_t layer = 0; layer < kLayers; ++layer) {
+        ASSERT_TRUE(
+            cache.WriteKV(2, layer, pos, k_row.data(), v_row.data()).ok());
+      }
+    }
+    ASSERT_TRUE(cache.CommitTokens(2, context).ok());
+    const AttentionParams p = Heads(1, 4, dim);
+    // Row 0 meets the overflow; rows 1-3 (q = 0) weigh every position alike.
+    std::vector<float> q(4 * dim, 0.0f), out(4 * dim, NAN);
+    q[0] = 1e20f;
+    for (const ParallelRunner* runner :
+         {static_cast<const ParallelRunner*>(nullptr), &pool}) {
+      SCOPED_TRACE(Describe(format) +
+                   " threads=" + std::to_string(NumWorkers(runner)));
+      AttentionWorkspace ws;
+      ASSERT_TRUE(Attention(cache, 2, kTestLayer, q.data(), 1, context - 1,
+                            out.data(), p, &ws, runner)
+                      .ok());
+      for (size_t d = 0; d < dim; ++d) {
+        const double last = value(context - 1, d);
+        EXPECT_NEAR(out[d], last, 26 * kU * fabs(last)) << "row 0 d " << d;
+        double sum = 0.0, abs_sum = 0.0;
+        for (size_t pos = 0; pos < context; ++pos) {
+          sum += value(pos, d);
+          abs_sum += fabs(value(pos, d));
+        }
+        for (size_t h = 1; h < 4; ++h) {
+          EXPECT_NEAR(out[h * dim + d], sum / context,
+                      26 * kU * abs_sum / context)
+              << "row " << h << " d " << d;
         }
       }
     }

@@ -821,8 +821,8 @@ HWY_INLINE void AccumulateRowsVnni(size_t rows, const int16_t* codes,
 // null for the uniform `scale`) scales them, unless `prescaled`. Positions
 // outside [begin, end) are masked to -inf (the mask work is skipped when the
 // whole tile is valid). Returns the tile's largest logit; when all are
-// masked, -inf with s = 0 through the last vector (weights of a row that
-// skips the tile).
+// masked or -inf, -inf with s = 0 through the last vector (weights of a row
+// that skips the tile).
 HWY_INLINE float SoftmaxTileLogits(float* HWY_RESTRICT s, size_t n,
                                    size_t begin, size_t end,
                                    const float* k_mult, float scale,
@@ -830,11 +830,13 @@ HWY_INLINE float SoftmaxTileLogits(float* HWY_RESTRICT s, size_t n,
   const DAttn d;
   const size_t N = hn::Lanes(d);
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  if (begin >= end) {
-    // Through the last vector: the integer p.v reads whole vectors.
+  // No position of the tile has weight: zero weights through the last vector
+  // (the integer p.v reads whole vectors), which the caller then skips.
+  auto no_weights = [&] {
     for (size_t j = 0; j < (n + N - 1) / N * N; ++j) s[j] = 0.0f;
     return neg_inf;
-  }
+  };
+  if (begin >= end) return no_weights();
   const VAttn v_neg_inf = hn::Set(d, neg_inf);
   const VAttn v_begin = hn::Set(d, static_cast<float>(begin));
   const VAttn v_end = hn::Set(d, static_cast<float>(end));
@@ -861,7 +863,11 @@ HWY_INLINE float SoftmaxTileLogits(float* HWY_RESTRICT s, size_t n,
     if (!unchanged) hn::StoreU(x, d, s + j);
     v_max = hn::Max(v_max, x);
   }
-  return hn::GetLane(hn::MaxOfLanes(d, v_max));
+  const float tile_max = hn::GetLane(hn::MaxOfLanes(d, v_max));
+  // Every logit -inf (|q.k| overflowed f32): the -inf logits must not reach
+  // p.v as weights (-inf * v, and NaN once quantized). A NaN max (NaN in q)
+  // still propagates.
+  return tile_max == neg_inf ? no_weights() : tile_max;
 }
 
 // Second half: s[0, n) = p = exp(logit - m_new), times `v_mult` when given
