@@ -1,16 +1,18 @@
 // qkern-bench: end-to-end prefill and decode speed of a GGUF model on qkern,
 // measured the way llama.cpp's llama-bench measures (pp = a prompt of P
-// tokens from an empty context, tg = N tokens decoded one at a time from an
-// empty context), so the two can be compared on the same file.
+// tokens from an empty context, tg = N tokens decoded one at a time after a
+// context of D tokens, 0 unless -d, prefilled untimed), so the two can be
+// compared on the same file.
 //
-//   qkern-bench -m MODEL [-p 512] [-n 128] [-t 1,2] [-r 3] [--kv f16|int8]
-//               [--json]
+//   qkern-bench -m MODEL [-p 512] [-n 128] [-d 0] [-t 1,2] [-r 3]
+//               [--kv f16|int8] [--json]
 //
 // Per thread count: prefill and decode tok/s (median of the repetitions),
 // time to first token (the prefill of P tokens up to its logits), peak RSS,
-// bytes of weights the decode streams per token, the GB/s that implies, and
-// that as a fraction of the read bandwidth measured right after each decode
-// run (see RoofNow).
+// bytes the decode reads per token (the weights, plus the KV cache of the
+// context on average over the N steps), the GB/s that implies, and that as a
+// fraction of the read bandwidth measured right after each decode run (see
+// RoofNow).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +54,7 @@ struct Args {
   std::string model;
   size_t prompt = 512;
   size_t decode = 128;
+  size_t depth = 0;  // context before the decoded tokens
   std::vector<size_t> threads;
   size_t reps = 3;
   qkern::KvFormat kv = qkern::KvFormat::kF16;
@@ -62,7 +65,8 @@ struct Args {
   fprintf(stderr,
           "qkern-bench: %s\n"
           "usage: qkern-bench -m MODEL.gguf [-p PROMPT_TOKENS=512] "
-          "[-n DECODE_TOKENS=128] [-t THREADS,...] [-r REPS=3] "
+          "[-n DECODE_TOKENS=128] [-d DEPTH_TOKENS=0] [-t THREADS,...] "
+          "[-r REPS=3] "
           "[--kv f16|int8] [--json]\n",
           why);
   exit(2);
@@ -92,6 +96,8 @@ Args ParseArgs(int argc, char** argv) {
       a.prompt = ParseCount("-p", value());
     } else if (flag == "-n") {
       a.decode = ParseCount("-n", value());
+    } else if (flag == "-d") {
+      a.depth = ParseCount("-d", value());
     } else if (flag == "-r") {
       a.reps = ParseCount("-r", value());
       if (a.reps == 0) Usage("-r must be at least 1");
@@ -100,17 +106,22 @@ Args ParseArgs(int argc, char** argv) {
       size_t start = 0;
       while (start <= list.size()) {
         const size_t comma = std::min(list.find(',', start), list.size());
-        const size_t t = ParseCount("-t", list.substr(start, comma - start).c_str());
+        const size_t t =
+            ParseCount("-t", list.substr(start, comma - start).c_str());
         if (t == 0 || t > 1024) Usage("thread counts must be in [1, 1024]");
         a.threads.push_back(t);
         start = comma + 1;
       }
     } else if (flag == "--kv") {
       const std::string kv = value();
-      if (kv == "f16") a.kv = qkern::KvFormat::kF16;
-      else if (kv == "int8") a.kv = qkern::KvFormat::kInt8;
-      else if (kv == "f32") a.kv = qkern::KvFormat::kF32;
-      else Usage("--kv takes f16, int8 or f32");
+      if (kv == "f16")
+        a.kv = qkern::KvFormat::kF16;
+      else if (kv == "int8")
+        a.kv = qkern::KvFormat::kInt8;
+      else if (kv == "f32")
+        a.kv = qkern::KvFormat::kF32;
+      else
+        Usage("--kv takes f16, int8 or f32");
     } else if (flag == "--json") {
       a.json = true;
     } else if (flag == "-h" || flag == "--help") {
@@ -166,13 +177,26 @@ void Check(const qkern::Status& s) {
   }
 }
 
+// Bytes one decode step reads on average over the run: the weights, and the
+// K and V (with int8 row scales) of every layer and kv head for the
+// positions attended, depth + 1 up to depth + decode.
+double DecodeStepBytes(const qkern::Model& model, const Args& a) {
+  const qkern::ModelConfig& c = model.config();
+  const qkern::KvFormatInfo& info = qkern::GetKvFormatInfo(a.kv);
+  const double row = static_cast<double>(c.head_dim * info.element_bytes) +
+                     (info.has_row_scale ? sizeof(float) : 0);
+  const double positions = a.depth + (a.decode + 1) / 2.0;
+  return static_cast<double>(model.weights().DecodeWeightBytes()) +
+         2.0 * c.num_layers * c.num_kv_heads * row * positions;
+}
+
 Result Run(const qkern::Model& model, const Args& a, size_t threads) {
   qkern::ThreadPool pool(threads);
   const qkern::ParallelRunner runner = pool.Runner();
   qkern::DecoderOptions options;
   options.runner = &runner;
   options.kv_format = a.kv;
-  options.context_length = std::max(a.prompt, a.decode) + 1;
+  options.context_length = std::max(a.prompt, a.depth + a.decode) + 1;
   options.max_batch = 128;
   qkern::Decoder decoder;
   Check(qkern::Decoder::Create(model, options, &decoder));
@@ -189,8 +213,7 @@ Result Run(const qkern::Model& model, const Args& a, size_t threads) {
   Check(decoder.FreeSequence(0));
 
   std::vector<double> prefill, decode, ttft, roof, fraction;
-  const double weight_bytes =
-      static_cast<double>(model.weights().DecodeWeightBytes());
+  const double step_bytes = DecodeStepBytes(model, a);
   for (size_t rep = 0; rep < a.reps; ++rep) {
     if (a.prompt > 0) {
       Check(decoder.AddSequence(1));
@@ -204,6 +227,11 @@ Result Run(const qkern::Model& model, const Args& a, size_t threads) {
     if (a.decode > 0) {
       Check(decoder.AddSequence(2));
       int32_t token = prompt.empty() ? 1 : prompt[0];
+      if (a.depth > 0) {
+        std::vector<int32_t> context(a.depth);
+        for (int32_t& t : context) t = static_cast<int32_t>(rng() % vocab);
+        Check(decoder.Eval(2, context.data(), context.size(), logits.data()));
+      }
       const auto t0 = Clock::now();
       for (size_t i = 0; i < a.decode; ++i) {
         Check(decoder.Eval(2, &token, 1, logits.data()));
@@ -214,7 +242,7 @@ Result Run(const qkern::Model& model, const Args& a, size_t threads) {
       Check(decoder.FreeSequence(2));
       roof.push_back(RoofNow(threads));
       if (roof.back() > 0) {
-        fraction.push_back(decode.back() * weight_bytes / 1e9 / roof.back());
+        fraction.push_back(decode.back() * step_bytes / 1e9 / roof.back());
       }
     }
   }
@@ -226,7 +254,7 @@ Result Run(const qkern::Model& model, const Args& a, size_t threads) {
   }
   if (!decode.empty()) {
     r.decode_tok_s = Median(decode);
-    r.decode_gb_s = r.decode_tok_s * weight_bytes / 1e9;
+    r.decode_gb_s = r.decode_tok_s * step_bytes / 1e9;
     r.roof_gb_s = Median(roof);
     r.roof_fraction = fraction.empty() ? 0.0 : Median(fraction);
   }
@@ -240,7 +268,8 @@ int main(int argc, char** argv) {
   const auto t0 = Clock::now();
   qkern::Model model;
   {
-    const size_t threads = *std::max_element(a.threads.begin(), a.threads.end());
+    const size_t threads =
+        *std::max_element(a.threads.begin(), a.threads.end());
     qkern::ThreadPool pool(threads);
     const qkern::ParallelRunner runner = pool.Runner();
     Check(qkern::Model::Load(a.model, &model, &runner));
@@ -251,6 +280,7 @@ int main(int argc, char** argv) {
   }
   const double weight_mb =
       static_cast<double>(model.weights().DecodeWeightBytes()) / 1e6;
+  const double step_mb = DecodeStepBytes(model, a) / 1e6;
   std::vector<Result> results;
   for (size_t t : a.threads) results.push_back(Run(model, a, t));
   const double rss = PeakRssMiB();
@@ -260,18 +290,19 @@ int main(int argc, char** argv) {
     printf("[\n");
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
-      printf("  {\"model\": \"%s\", \"target\": \"%s\", \"threads\": %zu, "
-             "\"kv\": \"%s\", \"prefill_tokens\": %zu, \"decode_tokens\": %zu, "
-             "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, "
-             "\"ttft_ms\": %.2f, \"load_ms\": %.1f, \"peak_rss_mb\": %.1f, "
-             "\"weight_mb_per_token\": %.2f, \"decode_gb_s\": %.2f, "
-             "\"read_roof_gb_s\": %.2f, \"roof_fraction\": %.3f}%s\n",
-             a.model.c_str(), qkern::ActiveTargetName().c_str(), r.threads,
-             qkern::GetKvFormatInfo(a.kv).name, a.prompt, a.decode,
-             r.prefill_tok_s, r.decode_tok_s, r.ttft_ms, load_ms, rss,
-             weight_mb, r.decode_gb_s, r.roof_gb_s,
-             r.roof_fraction,
-             i + 1 < results.size() ? "," : "");
+      printf(
+          "  {\"model\": \"%s\", \"target\": \"%s\", \"threads\": %zu, "
+          "\"kv\": \"%s\", \"prefill_tokens\": %zu, \"decode_tokens\": %zu, "
+          "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, "
+          "\"ttft_ms\": %.2f, \"load_ms\": %.1f, \"peak_rss_mb\": %.1f, "
+          "\"depth_tokens\": %zu, \"weight_mb_per_token\": %.2f, "
+          "\"read_mb_per_token\": %.2f, \"decode_gb_s\": %.2f, "
+          "\"read_roof_gb_s\": %.2f, \"roof_fraction\": %.3f}%s\n",
+          a.model.c_str(), qkern::ActiveTargetName().c_str(), r.threads,
+          qkern::GetKvFormatInfo(a.kv).name, a.prompt, a.decode,
+          r.prefill_tok_s, r.decode_tok_s, r.ttft_ms, load_ms, rss, a.depth,
+          weight_mb, step_mb, r.decode_gb_s, r.roof_gb_s, r.roof_fraction,
+          i + 1 < results.size() ? "," : "");
     }
     printf("]\n");
     return 0;
@@ -279,7 +310,9 @@ int main(int argc, char** argv) {
   printf("model: %s (%s), target %s, kv %s, load %.0f ms, peak RSS %.0f MiB\n",
          name, a.model.c_str(), qkern::ActiveTargetName().c_str(),
          qkern::GetKvFormatInfo(a.kv).name, load_ms, rss);
-  printf("weights streamed per decoded token: %.1f MB\n", weight_mb);
+  printf(
+      "read per decoded token: %.1f MB (weights %.1f MB, KV cache %.1f MB)\n",
+      step_mb, weight_mb, step_mb - weight_mb);
   printf("%7s  %12s  %10s  %12s  %10s  %10s  %6s\n", "threads", "pp tok/s",
          "ttft ms", "tg tok/s", "tg GB/s", "roof GB/s", "roof%");
   for (const Result& r : results) {
@@ -287,9 +320,10 @@ int main(int argc, char** argv) {
            r.prefill_tok_s, r.ttft_ms, r.decode_tok_s, r.decode_gb_s,
            r.roof_gb_s, 100 * r.roof_fraction);
   }
-  printf("(pp = %zu-token prompt, tg = %zu tokens from an empty context; "
-         "median of %zu; roof = read bandwidth measured right after each tg "
-         "run, roof%% = median of tg GB/s / that roof)\n",
-         a.prompt, a.decode, a.reps);
+  printf(
+      "(pp = %zu-token prompt, tg = %zu tokens after a %zu-token context; "
+      "median of %zu; roof = read bandwidth measured right after each tg "
+      "run, roof%% = median of tg GB/s / that roof)\n",
+      a.prompt, a.decode, a.depth, a.reps);
   return 0;
 }
