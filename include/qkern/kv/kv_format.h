@@ -211,9 +211,9 @@ inline void GatherKvValues(const void* src, size_t stride, size_t n,
 // allocated in order is one stream per head that the hardware prefetchers
 // follow. Block-major (each block's pieces together) made every piece a
 // separate 2-4 KiB run a whole block apart: on a Zen 4 VM a plain read of
-// that pattern (Llama-3.2-1B int8, 16-token blocks) reached 9 GB/s a core
-// (13 with software prefetch one piece ahead) against 26 over adjacent
-// pieces and a 31 GB/s streaming roof.
+// that pattern (tools/kv_read_pattern.cc: Llama-3.2-1B int8, 16-token
+// blocks) reached 10 GB/s a core (13 with software prefetch one piece
+// ahead) against 22 (26) over adjacent pieces and a 31 GB/s streaming roof.
 // V rows are token-major because P*V accumulates whole rows. K is
 // dim-major because q.k then runs with positions in the vector lanes: one
 // FMA per (dim, row) with q's value broadcast, and no sum across lanes per
