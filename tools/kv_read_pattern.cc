@@ -6,8 +6,8 @@
 // pages; each call reads one layer, its heads split in two ranges each over
 // the threads, as the kernel's plan does at 2 threads.
 //
-//   g++ -O2 -march=native -std=c++17 -pthread tools/kv_read_pattern.cc \
-//       -o /tmp/kv_read_pattern
+//   g++ -O2 -march=native -std=c++17 -pthread -o /tmp/kv_read_pattern
+//       tools/kv_read_pattern.cc
 //   /tmp/kv_read_pattern LAYOUT PIECE_BYTES THREADS AHEAD
 //
 // LAYOUT: "block" (each block's pieces together, the pool before
