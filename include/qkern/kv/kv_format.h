@@ -208,20 +208,20 @@ inline void GatherKvValues(const void* src, size_t stride, size_t n,
 // table and, per block, reads K then V of that head, with the int8 scales
 // right behind the codes they scale. With the pool (layer, head)-major, the
 // pieces of consecutive blocks are adjacent, so a sequence whose blocks were
-// allocated in order is one stream per head that the hardware prefetchers
-// follow. Block-major (each block's pieces together) made every piece a
-// separate 2-4 KiB run a whole block apart: on a Zen 4 VM a plain read of
-// that pattern (tools/kv_read_pattern.cc: Llama-3.2-1B int8, 16-token
-// blocks) reached 10 GB/s a core (13 with software prefetch one piece
-// ahead) against 22 (26) over adjacent pieces and a 31 GB/s streaming roof.
-// V rows are token-major because P*V accumulates whole rows. K is
-// dim-major because q.k then runs with positions in the vector lanes: one
-// FMA per (dim, row) with q's value broadcast, and no sum across lanes per
-// position (which, token-major, costs about as many shuffles as the FMAs
-// themselves at head_dim 64); the int8 integer-dot kernel turns four dim
-// rows into 4-byte groups per position with one byte permute.
-// A kernel may read up to kKvMaxOverreadBytes past the end of a K values
-// array (a vector load starting at the last dim's position s covers
+// allocated in order is one stream per head, which memory serves far faster
+// (the kernel still prefetches a tile ahead: without, 2-2.5x slower).
+// Block-major (each block's pieces together) made every piece a separate 2-4
+// KiB run a whole block apart: on a Zen 4 VM a plain read of that pattern
+// (tools/kv_read_pattern.cc: Llama-3.2-1B int8, 16-token blocks) reached 10
+// GB/s a core (13 with software prefetch one piece ahead) against 22 (26) over
+// adjacent pieces and a 31 GB/s streaming roof. V rows are token-major because
+// P*V accumulates whole rows. K is dim-major because q.k then runs with
+// positions in the vector lanes: one FMA per (dim, row) with q's value
+// broadcast, and no sum across lanes per position (which, token-major, costs
+// about as many shuffles as the FMAs themselves at head_dim 64); the int8
+// integer-dot kernel turns four dim rows into 4-byte groups per position with
+// one byte permute. A kernel may read up to kKvMaxOverreadBytes past the end of
+// a K values array (a vector load starting at the last dim's position s covers
 // positions past the block's end): that stays inside the piece, because the
 // head's V part (at least kKvAlign bytes) follows.
 // Kernels must take every offset from this struct, never recompute them.
