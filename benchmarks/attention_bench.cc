@@ -2,13 +2,17 @@
 //
 // Decode (one query at the end of the context) is bound by reading the KV
 // cache: its figure is GB/s of K/V bytes (values plus int8 row scales) and
-// the fraction of the read bandwidth measured in the same run ("roof" for
-// the mean call, "roof_best" for the fastest one, comparable with the roof,
-// itself the best of five passes). At 8K it also runs with the sequence's
-// blocks scattered over the pool ("pages:scattered"), as a pool fragmented
-// by many sequences leaves them. Prefill (a
-// causal prompt) is compute bound: GFLOP/s (2 per multiply-add of q.k and
-// p.v over the causal pairs) and the fraction of the f32 FMA peak.
+// the fraction of the read bandwidth: "roof" for the mean call against the
+// roof measured at the process's start (the best of five passes),
+// "roof_best" for the fastest call against the same, and "roof_now" for the
+// mean call against a roof measured right after the benchmark. On a shared
+// machine whose bandwidth moves from minute to minute the two roofs can
+// differ by half; then every fraction of that run is only indicative, and
+// before/after comparisons need alternating runs. At 8K it also runs with the
+// sequence's blocks scattered over the pool ("pages:scattered"), as a pool
+// fragmented by many sequences leaves them. Prefill (a causal prompt) is
+// compute bound: GFLOP/s (2 per multiply-add of q.k and p.v over the causal
+// pairs) and the fraction of the f32 FMA peak.
 //
 //   qkern_bench --benchmark_filter=Attention/Decode/Llama
 #include <benchmark/benchmark.h>
@@ -222,6 +226,8 @@ void RunDecode(benchmark::State& state, const ModelShape& m, KvFormat format,
   // fastest call (still cold: every call reads another layer or copy) is
   // the like-for-like figure, the mean shows what the neighbours left.
   state.counters["roof_best"] = layer_bytes / fastest / 1e9 / bandwidth;
+  // Against the roof of this moment rather than of the process's start.
+  state.counters["roof_now"] = gbs / ReadBandwidthNowGBs(threads);
   // Says which int8 path ran: integer dot products (q and the weights
   // rounded to 15 bits) or f32 arithmetic on the widened codes.
   const bool int_dots =

@@ -42,7 +42,8 @@ float ReadSum(const float* HWY_RESTRICT p, size_t n) {
   }
   float tail = 0.0f;
   for (; i < n; ++i) tail += p[i];
-  return hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3)))) +
+  return hn::GetLane(
+             hn::SumOfLanes(d, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3)))) +
          tail;
 }
 
@@ -67,10 +68,18 @@ uint64_t DotPeakOps(size_t iters) {
     auto a0 = hn::Zero(d32), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
     auto a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
     for (size_t i = 0; i < iters; ++i) {
-      a0 = Dot::U4(a0, u, x); a1 = Dot::U4(a1, u, x); a2 = Dot::U4(a2, u, x);
-      a3 = Dot::U4(a3, u, x); a4 = Dot::U4(a4, u, x); a5 = Dot::U4(a5, u, x);
-      a6 = Dot::U4(a6, u, x); a7 = Dot::U4(a7, u, x); a8 = Dot::U4(a8, u, x);
-      a9 = Dot::U4(a9, u, x); a10 = Dot::U4(a10, u, x); a11 = Dot::U4(a11, u, x);
+      a0 = Dot::U4(a0, u, x);
+      a1 = Dot::U4(a1, u, x);
+      a2 = Dot::U4(a2, u, x);
+      a3 = Dot::U4(a3, u, x);
+      a4 = Dot::U4(a4, u, x);
+      a5 = Dot::U4(a5, u, x);
+      a6 = Dot::U4(a6, u, x);
+      a7 = Dot::U4(a7, u, x);
+      a8 = Dot::U4(a8, u, x);
+      a9 = Dot::U4(a9, u, x);
+      a10 = Dot::U4(a10, u, x);
+      a11 = Dot::U4(a11, u, x);
     }
     auto sum = hn::Add(hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)),
                        hn::Add(hn::Add(a4, a5), hn::Add(a6, a7)));
@@ -89,10 +98,18 @@ uint64_t FmaPeakFlops(size_t iters) {
   auto a0 = hn::Set(d, 1.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
   auto a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
   for (size_t i = 0; i < iters; ++i) {
-    a0 = hn::MulAdd(a0, m, c); a1 = hn::MulAdd(a1, m, c); a2 = hn::MulAdd(a2, m, c);
-    a3 = hn::MulAdd(a3, m, c); a4 = hn::MulAdd(a4, m, c); a5 = hn::MulAdd(a5, m, c);
-    a6 = hn::MulAdd(a6, m, c); a7 = hn::MulAdd(a7, m, c); a8 = hn::MulAdd(a8, m, c);
-    a9 = hn::MulAdd(a9, m, c); a10 = hn::MulAdd(a10, m, c); a11 = hn::MulAdd(a11, m, c);
+    a0 = hn::MulAdd(a0, m, c);
+    a1 = hn::MulAdd(a1, m, c);
+    a2 = hn::MulAdd(a2, m, c);
+    a3 = hn::MulAdd(a3, m, c);
+    a4 = hn::MulAdd(a4, m, c);
+    a5 = hn::MulAdd(a5, m, c);
+    a6 = hn::MulAdd(a6, m, c);
+    a7 = hn::MulAdd(a7, m, c);
+    a8 = hn::MulAdd(a8, m, c);
+    a9 = hn::MulAdd(a9, m, c);
+    a10 = hn::MulAdd(a10, m, c);
+    a11 = hn::MulAdd(a11, m, c);
   }
   auto sum = hn::Add(hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)),
                      hn::Add(hn::Add(a4, a5), hn::Add(a6, a7)));
@@ -174,10 +191,27 @@ double ReadBandwidthGBs(size_t threads) {
         g_sink = HWY_DYNAMIC_DISPATCH(ReadSum)(buffer.data() + t * per_thread,
                                                per_thread);
       });
-      best = std::max(best, per_thread * threads * sizeof(float) / seconds / 1e9);
+      best =
+          std::max(best, per_thread * threads * sizeof(float) / seconds / 1e9);
     }
     return best;
   });
+}
+
+double ReadBandwidthNowGBs(size_t threads) {
+  // 256 MiB: eight times the largest last-level cache we run on, allocated
+  // and touched once so later calls time reads only.
+  static std::vector<float> buffer(size_t{1} << 26, 1.0f);
+  const size_t per_thread = buffer.size() / threads;
+  double best = 0.0;
+  for (int pass = 0; pass < 3; ++pass) {
+    const double seconds = TimeOnThreads(threads, [&](size_t t) {
+      g_sink = HWY_DYNAMIC_DISPATCH(ReadSum)(buffer.data() + t * per_thread,
+                                             per_thread);
+    });
+    best = std::max(best, per_thread * threads * sizeof(float) / seconds / 1e9);
+  }
+  return best;
 }
 
 size_t ColdBytesFromEnv(const char* env_mib, size_t default_mib) {
@@ -200,7 +234,8 @@ double MeasureInt8DotPeakGops(size_t threads) {
 
 double Int8DotPeakGops(size_t threads) {
   static std::map<size_t, double> cache;
-  return Cached(cache, threads, [&] { return MeasureInt8DotPeakGops(threads); });
+  return Cached(cache, threads,
+                [&] { return MeasureInt8DotPeakGops(threads); });
 }
 
 double F32FmaPeakGflops(size_t threads) {

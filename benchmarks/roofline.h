@@ -14,6 +14,12 @@ namespace bench {
 // Best of several passes; measured once per thread count and cached.
 double ReadBandwidthGBs(size_t threads);
 
+// The same read bandwidth measured now (not cached; best of three passes
+// over a 256 MiB buffer kept for the process): on a shared machine the
+// roof moves from minute to minute, so a kernel is best compared with a
+// roof taken right after it.
+double ReadBandwidthNowGBs(size_t threads);
+
 // Peak int8 dot throughput (GOP/s, 1 MAC = 2 ops) of the int8 dot instruction
 // the matmul uses on the running target, with `threads` threads. Cached.
 double Int8DotPeakGops(size_t threads);
