@@ -176,35 +176,12 @@ double Cached(std::map<size_t, double>& cache, size_t threads,
 
 volatile float g_sink;
 
-}  // namespace
-
-double ReadBandwidthGBs(size_t threads) {
-  static std::map<size_t, double> cache;
-  return Cached(cache, threads, [&] {
-    // 1 GiB: far beyond any last-level cache, split between threads.
-    const size_t total_floats = size_t{1} << 28;
-    std::vector<float> buffer(total_floats, 1.0f);
-    const size_t per_thread = total_floats / threads;
-    double best = 0.0;
-    for (int pass = 0; pass < 5; ++pass) {
-      const double seconds = TimeOnThreads(threads, [&](size_t t) {
-        g_sink = HWY_DYNAMIC_DISPATCH(ReadSum)(buffer.data() + t * per_thread,
-                                               per_thread);
-      });
-      best =
-          std::max(best, per_thread * threads * sizeof(float) / seconds / 1e9);
-    }
-    return best;
-  });
-}
-
-double ReadBandwidthNowGBs(size_t threads) {
-  // 256 MiB: eight times the largest last-level cache we run on, allocated
-  // and touched once so later calls time reads only.
-  static std::vector<float> buffer(size_t{1} << 26, 1.0f);
+// Best of `passes` reads of `buffer`, split between `threads` threads.
+double BestReadGBs(const std::vector<float>& buffer, size_t threads,
+                   int passes) {
   const size_t per_thread = buffer.size() / threads;
   double best = 0.0;
-  for (int pass = 0; pass < 3; ++pass) {
+  for (int pass = 0; pass < passes; ++pass) {
     const double seconds = TimeOnThreads(threads, [&](size_t t) {
       g_sink = HWY_DYNAMIC_DISPATCH(ReadSum)(buffer.data() + t * per_thread,
                                              per_thread);
@@ -212,6 +189,24 @@ double ReadBandwidthNowGBs(size_t threads) {
     best = std::max(best, per_thread * threads * sizeof(float) / seconds / 1e9);
   }
   return best;
+}
+
+}  // namespace
+
+double ReadBandwidthGBs(size_t threads) {
+  static std::map<size_t, double> cache;
+  return Cached(cache, threads, [&] {
+    // 1 GiB: far beyond any last-level cache.
+    const std::vector<float> buffer(size_t{1} << 28, 1.0f);
+    return BestReadGBs(buffer, threads, 5);
+  });
+}
+
+double ReadBandwidthNowGBs(size_t threads) {
+  // 256 MiB: eight times the largest last-level cache we run on, allocated
+  // and touched once so later calls time reads only.
+  static const std::vector<float> buffer(size_t{1} << 26, 1.0f);
+  return BestReadGBs(buffer, threads, 3);
 }
 
 size_t ColdBytesFromEnv(const char* env_mib, size_t default_mib) {
