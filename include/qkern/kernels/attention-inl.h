@@ -19,7 +19,7 @@
 // ExpNonPositive, rescale of acc and l by exp(m_old - m_new) when the
 // max grew, and acc += p * V (up to 4 rows x 2 vectors of head_dim). The
 // K rows of the next tile are prefetched while the q.k dots run, its V rows
-// while p.v runs (on the integer path, during q.k too).
+// while p.v runs (on the integer path, during q.k instead).
 // K and V are read in place: f16 widened with PromoteTo, int8 codes widened
 // to f32; the int8 row scale factors out of both products (score = scale_k *
 // q.codes, acc += (p * scale_v) * codes), so it is applied once per token.
