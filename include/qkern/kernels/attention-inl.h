@@ -23,10 +23,11 @@
 // K and V are read in place: f16 widened with PromoteTo, int8 codes widened
 // to f32; the int8 row scale factors out of both products (score = scale_k *
 // q.codes, acc += (p * scale_v) * codes), so it is applied once per token.
-// On AVX3_DL (VNNI), int8 K and V skip the widening: q and the weights are
-// rounded to 15-bit integers and both products run as integer dot products
-// (see "Integer q.k" and "Integer p.v" below for the layouts and the error
-// bounds; AttentionInt8IntegerDots says when).
+// On AVX3_DL (VNNI) and AVX2, int8 K and V skip the widening: q and the
+// weights are rounded to 15-bit integers and both products run as integer
+// dot products (vpdpbusd / vpdpwssd, or vpmaddwd on AVX2; see "Integer q.k"
+// and "Integer p.v" below for the layouts and the error bounds;
+// AttentionInt8IntegerDots says when).
 //
 // Decode has one query, so a single sequence would give only num_kv_heads
 // tasks; the plan then splits each task's KV range across tasks (whole
@@ -324,7 +325,64 @@ HWY_INLINE void DotTileDimMajor(const float* const* q, size_t dim,
   // Spread over the first pass's dim pairs.
   SpreadPrefetcher prefetcher(k_ahead, dim, dim_stride, n * kElement,
                               (dim + 1) / 2);
-  for (size_t t = 0; t < n; t += N) {
+  // Two vectors of positions per pass while the segment has them: each
+  // broadcast q value then feeds two FMAs (one per vector) rather than one.
+  // Two dims per iteration; the first pass also issues the prefetches (a
+  // separate loop: the test inside it cost ~20% more instructions). With
+  // AccumulateTile's loop below, warm f16 decode on AVX2 (Zen 3 VM,
+  // 2026-12-06, context 2048, 1 thread, best call of three alternating
+  // runs) went SmolLM2 15.9 -> 17.0 GB/s and Llama 13.9 -> 15.0.
+  auto pass2 = [&](size_t t, auto prefetch) HWY_ATTR {
+#define QKERN_ATTN_ZERO(r) auto a##r = hn::Zero(d), b##r = hn::Zero(d);
+    QKERN_ATTN_FOR_ROWS(QKERN_ATTN_ZERO)
+#undef QKERN_ATTN_ZERO
+    const uint8_t* kd = kt;
+    size_t i = 0;
+    for (; i + 2 <= dim; i += 2, kd += 2 * dim_stride) {
+      if constexpr (decltype(prefetch)::value) prefetcher.Step();
+      const VAttn k0 = Load::Vec(kd, t);
+      const VAttn k1 = Load::Vec(kd, t + N);
+      const VAttn k2 = Load::Vec(kd + dim_stride, t);
+      const VAttn k3 = Load::Vec(kd + dim_stride, t + N);
+#define QKERN_ATTN_FMA_POSITIONS(r)              \
+  if constexpr (kRows > r) {                     \
+    const VAttn q_even = hn::Set(d, q##r[i]);    \
+    a##r = hn::MulAdd(q_even, k0, a##r);         \
+    b##r = hn::MulAdd(q_even, k1, b##r);         \
+    const VAttn q_odd = hn::Set(d, q##r[i + 1]); \
+    a##r = hn::MulAdd(q_odd, k2, a##r);          \
+    b##r = hn::MulAdd(q_odd, k3, b##r);          \
+  }
+      QKERN_ATTN_FOR_ROWS(QKERN_ATTN_FMA_POSITIONS)
+#undef QKERN_ATTN_FMA_POSITIONS
+    }
+    if (i < dim) {  // odd head_dim
+      const VAttn k0 = Load::Vec(kd, t);
+      const VAttn k1 = Load::Vec(kd, t + N);
+#define QKERN_ATTN_FMA_LAST2(r)               \
+  if constexpr (kRows > r) {                  \
+    const VAttn q_last = hn::Set(d, q##r[i]); \
+    a##r = hn::MulAdd(q_last, k0, a##r);      \
+    b##r = hn::MulAdd(q_last, k1, b##r);      \
+  }
+      QKERN_ATTN_FOR_ROWS(QKERN_ATTN_FMA_LAST2)
+#undef QKERN_ATTN_FMA_LAST2
+    }
+#define QKERN_ATTN_STORE_POSITIONS(r)            \
+  if constexpr (kRows > r) {                     \
+    hn::StoreU(a##r, d, scores + r * S + t);     \
+    hn::StoreU(b##r, d, scores + r * S + t + N); \
+  }
+    QKERN_ATTN_FOR_ROWS(QKERN_ATTN_STORE_POSITIONS)
+#undef QKERN_ATTN_STORE_POSITIONS
+  };
+  size_t t = 0;
+  if (2 * N <= n) {
+    pass2(t, std::true_type());
+    for (t = 2 * N; t + 2 * N <= n; t += 2 * N) pass2(t, std::false_type());
+  }
+  // One vector per pass: two accumulators per row (even and odd dims).
+  for (; t < n; t += N) {
 #define QKERN_ATTN_ZERO(r) auto a##r = hn::Zero(d), b##r = hn::Zero(d);
     QKERN_ATTN_FOR_ROWS(QKERN_ATTN_ZERO)
 #undef QKERN_ATTN_ZERO
@@ -374,8 +432,10 @@ HWY_INLINE void AccumulateTile(const float* p, size_t n, const uint8_t* v,
   float* HWY_RESTRICT acc1 = acc + (kRows > 1 ? 1 : 0) * acc_stride;
   float* HWY_RESTRICT acc2 = acc + (kRows > 2 ? 2 : 0) * acc_stride;
   float* HWY_RESTRICT acc3 = acc + (kRows > 3 ? 3 : 0) * acc_stride;
-  size_t i = 0;
-  for (; i + 2 * N <= dim; i += 2 * N) {
+  // 2 N dims of every row over the tile's positions, two positions per
+  // iteration; the first chunk also prefetches the V rows a tile later (a
+  // separate loop: the test inside it cost instructions per position).
+  auto chunk2 = [&](size_t i, auto prefetch) HWY_ATTR {
 #define QKERN_ATTN_LOAD2(r)                          \
   auto a##r##0 = hn::Zero(d), a##r##1 = hn::Zero(d); \
   if constexpr (kRows > r) {                         \
@@ -384,24 +444,33 @@ HWY_INLINE void AccumulateTile(const float* p, size_t n, const uint8_t* v,
   }
     QKERN_ATTN_FOR_ROWS(QKERN_ATTN_LOAD2)
 #undef QKERN_ATTN_LOAD2
-    for (size_t t = 0; t < n; ++t) {
-      const uint8_t* vt = v + t * v_stride;
-      if (v_ahead != nullptr && i == 0) {
-        for (size_t off = 0; off < v_stride; off += 64) {
-          PrefetchToL2(v_ahead + t * v_stride + off);
-        }
-      }
-      const VAttn v0 = Load::Vec(vt, i);
-      const VAttn v1 = Load::Vec(vt, i + N);
-#define QKERN_ATTN_FMA2(r)                     \
-  if constexpr (kRows > r) {                   \
-    const VAttn pr = hn::Set(d, p[r * S + t]); \
-    a##r##0 = hn::MulAdd(pr, v0, a##r##0);     \
-    a##r##1 = hn::MulAdd(pr, v1, a##r##1);     \
+#define QKERN_ATTN_FMA2(r, t)                    \
+  if constexpr (kRows > r) {                     \
+    const VAttn pr = hn::Set(d, p[r * S + (t)]); \
+    a##r##0 = hn::MulAdd(pr, v0, a##r##0);       \
+    a##r##1 = hn::MulAdd(pr, v1, a##r##1);       \
   }
-      QKERN_ATTN_FOR_ROWS(QKERN_ATTN_FMA2)
-#undef QKERN_ATTN_FMA2
+#define QKERN_ATTN_POSITION(t)                                        \
+  {                                                                   \
+    const uint8_t* vt = v + (t)*v_stride;                             \
+    if constexpr (decltype(prefetch)::value) {                        \
+      for (size_t off = 0; off < v_stride; off += 64) {               \
+        PrefetchToL2(v_ahead + (t)*v_stride + off);                   \
+      }                                                               \
+    }                                                                 \
+    const VAttn v0 = Load::Vec(vt, i);                                \
+    const VAttn v1 = Load::Vec(vt, i + N);                            \
+    QKERN_ATTN_FMA2(0, t)                                             \
+    QKERN_ATTN_FMA2(1, t) QKERN_ATTN_FMA2(2, t) QKERN_ATTN_FMA2(3, t) \
+  }
+    size_t t = 0;
+    for (; t + 2 <= n; t += 2) {
+      QKERN_ATTN_POSITION(t)
+      QKERN_ATTN_POSITION(t + 1)
     }
+    if (t < n) QKERN_ATTN_POSITION(t)
+#undef QKERN_ATTN_POSITION
+#undef QKERN_ATTN_FMA2
 #define QKERN_ATTN_STORE2(r)                \
   if constexpr (kRows > r) {                \
     hn::StoreU(a##r##0, d, acc##r + i);     \
@@ -409,6 +478,14 @@ HWY_INLINE void AccumulateTile(const float* p, size_t n, const uint8_t* v,
   }
     QKERN_ATTN_FOR_ROWS(QKERN_ATTN_STORE2)
 #undef QKERN_ATTN_STORE2
+  };
+  size_t i = 0;
+  for (; i + 2 * N <= dim; i += 2 * N) {
+    if (i == 0 && v_ahead != nullptr) {
+      chunk2(i, std::true_type());
+    } else {
+      chunk2(i, std::false_type());
+    }
   }
   for (; i + N <= dim; i += N) {
 #define QKERN_ATTN_LOAD1(r) \
@@ -502,11 +579,13 @@ HWY_INLINE void AccumulateRows(size_t rows, const float* p, size_t n,
 // row's 4 q codes of those dims, broadcast from memory, adds each position's
 // partial dot in its own lane. No sums across lanes, and the K vector is
 // shared by all rows of the register block (the q heads of a GQA group).
-#if HWY_TARGET == HWY_AVX3_DL
-constexpr bool kAttnInt8IntegerDot = true;
+#undef QKERN_ATTN_INT_DOTS
+#if HWY_TARGET == HWY_AVX3_DL || HWY_TARGET == HWY_AVX2
+#define QKERN_ATTN_INT_DOTS 1
 #else
-constexpr bool kAttnInt8IntegerDot = false;
+#define QKERN_ATTN_INT_DOTS 0
 #endif
+constexpr bool kAttnInt8IntegerDot = QKERN_ATTN_INT_DOTS;
 // Largest head_dim the integer path takes (and the int32 sums allow).
 constexpr size_t kAttnIntDotMaxDim = 512;
 
@@ -602,13 +681,11 @@ HWY_INLINE __m512i LoadKQuadsVnni(const uint8_t* k, size_t dim_stride,
 // Prefetches `k_ahead` as DotTileDimMajor does, and v_ahead_bytes of V rows
 // from `v_ahead` (null: none) over the same steps.
 template <size_t kRows>
-HWY_NOINLINE void DotTileInt8Vnni(const uint8_t* const* qc, const int32_t* corr,
-                                  const float* step, const float* k_mult,
-                                  size_t dim, const uint8_t* kt,
-                                  size_t dim_stride, size_t n, float* scores,
-                                  const uint8_t* k_ahead,
-                                  const uint8_t* v_ahead,
-                                  size_t v_ahead_bytes) {
+HWY_NOINLINE void DotTileInt8(const uint8_t* const* qc, const int32_t* corr,
+                              const float* step, const float* k_mult,
+                              size_t dim, const uint8_t* kt, size_t dim_stride,
+                              size_t n, float* scores, const uint8_t* k_ahead,
+                              const uint8_t* v_ahead, size_t v_ahead_bytes) {
   constexpr size_t S = detail::kAttnScoreStride;
   // Byte 4 p + j of the result is byte p of 128-bit block j (dim j's
   // position p).
@@ -656,28 +733,6 @@ HWY_NOINLINE void DotTileInt8Vnni(const uint8_t* const* qc, const int32_t* corr,
   }
 }
 
-HWY_INLINE void DotRowsInt8Vnni(size_t rows, const uint8_t* const* qc,
-                                const int32_t* corr, const float* step,
-                                const float* k_mult, size_t dim,
-                                const uint8_t* kt, size_t dim_stride, size_t n,
-                                float* scores, const uint8_t* k_ahead,
-                                const uint8_t* v_ahead, size_t v_ahead_bytes) {
-  switch (rows) {
-    case 1:
-      return DotTileInt8Vnni<1>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
-                                scores, k_ahead, v_ahead, v_ahead_bytes);
-    case 2:
-      return DotTileInt8Vnni<2>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
-                                scores, k_ahead, v_ahead, v_ahead_bytes);
-    case 3:
-      return DotTileInt8Vnni<3>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
-                                scores, k_ahead, v_ahead, v_ahead_bytes);
-    default:
-      return DotTileInt8Vnni<4>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
-                                scores, k_ahead, v_ahead, v_ahead_bytes);
-  }
-}
-
 // Integer p.v for int8 V (AVX3_DL), the same trade as q.k: per (row, tile)
 // the weights w_t = p_t * v_scale_t (in [0, max v_scale]) are rounded to
 // int16 codes c_t = round(w_t * 32767 / M), M = the tile's largest w, and
@@ -689,36 +744,6 @@ HWY_INLINE void DotRowsInt8Vnni(size_t rows, const uint8_t* const* qc,
 // tile's w, and 127 v_scale_t = max_d |v_td|; tests/attention_test.cc checks
 // it).
 
-// The largest of s[0, n rounded up to 16) (weights >= 0).
-HWY_INLINE float WeightsRowMax(const float* s, size_t n) {
-  __m512 vmax = _mm512_setzero_ps();
-  for (size_t j = 0; j < n; j += 16) {
-    vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(s + j));
-  }
-  return _mm512_reduce_max_ps(vmax);
-}
-
-// Rounds s[0, n) (weights >= 0, zero past n up to the vector end; wmax their
-// largest) in place to int16 codes at ((int16_t*)s)[0, n rounded up to 16);
-// returns the step.
-HWY_INLINE float QuantizeWeightsRow(float* s, size_t n, float wmax) {
-  // Below 2^-110 (where 32767 / wmax would near FLT_MAX) the tile is dropped:
-  // it moves an output by < 64 * 2^-110 * max |v| relative to the row's
-  // largest weight (1), like the terms Exp flushes.
-  const float inv = wmax >= 0x1p-110f ? 32767.0f / wmax : 0.0f;
-  const __m512 v_inv = _mm512_set1_ps(inv);
-  int16_t* codes = reinterpret_cast<int16_t*>(s);
-  // Forward in place: the codes of floats [j, j + 16) land in bytes
-  // [2 j, 2 j + 32), below the floats not read yet.
-  for (size_t j = 0; j < n; j += 16) {
-    const __m512i c =
-        _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(s + j), v_inv));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + j),
-                        _mm512_cvtepi32_epi16(c));
-  }
-  return inv == 0.0f ? 0.0f : wmax / 32767.0f;
-}
-
 // acc += v . w per 32-bit lane (int16 pairs).
 HWY_INLINE __m512i DpWssd(__m512i acc, __m512i v, __m512i w) {
   asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(v), "v"(w));
@@ -729,9 +754,9 @@ HWY_INLINE __m512i DpWssd(__m512i acc, __m512i v, __m512i w) {
 // codes + r * 2 kAttnScoreStride (int16), v[t] the V row of position t.
 // dim is a multiple of 64. Lanes hold dims in the order unpacklo/hi leave
 // them; a permute per 16 dims restores it once per tile. (The next tile's V
-// rows were prefetched during q.k: DotTileInt8Vnni.)
+// rows were prefetched during q.k: DotTileInt8.)
 template <size_t kRows>
-HWY_NOINLINE void AccumulateTileVnni(const int16_t* codes, const float* step,
+HWY_NOINLINE void AccumulateTileInt8(const int16_t* codes, const float* step,
                                      size_t n, const uint8_t* const* v,
                                      size_t dim, float* acc,
                                      size_t acc_stride) {
@@ -796,23 +821,251 @@ HWY_NOINLINE void AccumulateTileVnni(const int16_t* codes, const float* step,
   }
 }
 
-HWY_INLINE void AccumulateRowsVnni(size_t rows, const int16_t* codes,
+#elif HWY_TARGET == HWY_AVX2
+
+// The integer paths on AVX2, which has no VNNI: vpmaddwd multiplies int16
+// pairs and adds each pair's two products into an int32 lane, so it takes
+// the place of both vpdpbusd (q.k) and vpdpwssd (p.v) at 8 lanes. Against
+// the f32 path it needs half the multiplies (one vpmaddwd does 16 products,
+// an FMA 8) and no int-to-float conversion of the codes, but a vpaddd per
+// vpmaddwd and a shuffle of the codes, so the instruction count falls
+// little: warm decode (context 2048, 1 thread, Zen 3 VM, 2026-12-06, best
+// call of three alternating runs) went Llama 7.3 -> 7.8 GB/s and SmolLM2
+// 8.7 -> 9.3 against the f32 path.
+//
+// q.k: q is one int16 code per dim, 128 hi + lo = round(128 x) with x and
+// hi, lo as in the VNNI path above (the same values, so the same step and
+// error bound), and K codes stay signed: no flip and no correction. A K
+// vector holds 8 positions, each with its codes of dims d and d + 1 side by
+// side (two 16-byte runs of dim-major K interleaved, then sign-extended);
+// vpmaddwd against the row's broadcast code pair (q_d, q_d+1) adds both
+// products into the position's lane. |dot| <= 16256 * 127 * head_dim < 2^31.
+//
+// p.v: the weights' int16 codes exactly as in the VNNI path; a V vector
+// holds 8 dims of two positions t, t + 1 side by side, against the
+// broadcast code pair (c_t, c_t+1).
+
+// Writes q[0, dim)'s int16 codes at codes[0, 2 dim) and the step; *corr = 0
+// (signed K needs none). dim % 16 == 0.
+HWY_INLINE void QuantizeQueryRow(const float* HWY_RESTRICT q, size_t dim,
+                                 uint8_t* HWY_RESTRICT codes, int32_t* corr,
+                                 float* step) {
+  const DAttn df;
+  VAttn vmax = hn::Zero(df);
+  for (size_t d = 0; d < dim; d += hn::Lanes(df)) {
+    vmax = hn::Max(vmax, hn::Abs(hn::LoadU(df, q + d)));
+  }
+  const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
+  const bool zero = !(amax >= 0x1p-100f);
+  const VAttn inv = hn::Set(df, zero ? 0.0f : 127.0f / amax);
+  const VAttn c128 = hn::Set(df, 128.0f);
+  const hn::Rebind<int16_t, DAttn> d16;
+  int16_t* codes16 = reinterpret_cast<int16_t*>(codes);
+  for (size_t d = 0; d < dim; d += hn::Lanes(df)) {
+    // x * 128 is exact, so one rounding gives 128 hi + lo.
+    const VAttn x = hn::Mul(hn::LoadU(df, q + d), inv);
+    hn::StoreU(hn::DemoteTo(d16, hn::NearestInt(hn::Mul(x, c128))), d16,
+               codes16 + d);
+  }
+  *corr = 0;
+  *step = zero ? 0.0f : amax / (127.0f * 128.0f);
+}
+
+// The 16 bytes at x and at y interleaved (x0 y0 x1 y1 ...) and
+// sign-extended to int16: pairs 0-7 in lo, 8-15 in hi.
+struct WidenedPairs {
+  __m256i lo, hi;
+};
+HWY_INLINE WidenedPairs InterleaveWiden(const uint8_t* x, const uint8_t* y) {
+  const __m128i vx = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x));
+  const __m128i vy = _mm_loadu_si128(reinterpret_cast<const __m128i*>(y));
+  return {_mm256_cvtepi8_epi16(_mm_unpacklo_epi8(vx, vy)),
+          _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(vx, vy))};
+}
+
+// acc + x . w per int16 pair, w the int16 pair at `pair` broadcast.
+HWY_INLINE __m256i MaddBroadcastPair(__m256i acc, __m256i x, const void* pair) {
+  int32_t word;
+  memcpy(&word, pair, 4);
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(x, _mm256_set1_epi32(word)));
+}
+
+// Row r of a kernel's register block: a##r += lo . w and b##r += hi . w, w
+// the int16 pair at `pair` (both kernels below keep lo / hi and a / b).
+#define QKERN_ATTN_AVX2_MADD_ROW(r, pair)     \
+  if constexpr (kRows > r) {                  \
+    a##r = MaddBroadcastPair(a##r, lo, pair); \
+    b##r = MaddBroadcastPair(b##r, hi, pair); \
+  }
+
+// scores[r * kAttnScoreStride + t] = q~_r . k_t * k_mult[t] as in the VNNI
+// DotTileInt8 (same arguments and reads; corr unused), 16 positions per
+// pass as two vectors of 8.
+template <size_t kRows>
+HWY_NOINLINE void DotTileInt8(const uint8_t* const* qc, const int32_t* corr,
+                              const float* step, const float* k_mult,
+                              size_t dim, const uint8_t* kt, size_t dim_stride,
+                              size_t n, float* scores, const uint8_t* k_ahead,
+                              const uint8_t* v_ahead, size_t v_ahead_bytes) {
+  (void)corr;
+  constexpr size_t S = detail::kAttnScoreStride;
+  // Spread over the first pass's pairs of dims.
+  SpreadPrefetcher prefetcher(k_ahead, dim, dim_stride, n, dim / 2);
+  SpreadPrefetcher v_prefetcher(v_ahead, 1, 0, v_ahead_bytes, dim / 2);
+  // One pass of 16 positions; the first also issues the prefetches (a
+  // separate loop: a test inside it cost the register allocation).
+  auto pass = [&](size_t t, auto prefetch) HWY_ATTR {
+    // Row r: positions t..t+7 in a##r, t+8..t+15 in b##r.
+    const __m256i z = _mm256_setzero_si256();
+    __m256i a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
+    const uint8_t* k = kt + t;
+    for (size_t d = 0; d < dim; d += 2, k += 2 * dim_stride) {
+      if constexpr (decltype(prefetch)::value) {
+        prefetcher.Step();
+        v_prefetcher.Step();
+      }
+      const WidenedPairs kp = InterleaveWiden(k, k + dim_stride);
+      const __m256i lo = kp.lo, hi = kp.hi;
+#define QKERN_ATTN_AVX2_QK_ROW(r) QKERN_ATTN_AVX2_MADD_ROW(r, qc[r] + 2 * d)
+      QKERN_ATTN_FOR_ROWS(QKERN_ATTN_AVX2_QK_ROW)
+#undef QKERN_ATTN_AVX2_QK_ROW
+    }
+#define QKERN_ATTN_AVX2_QK_STORE(r)                                            \
+  if constexpr (kRows > r) {                                                   \
+    const __m256 f = _mm256_set1_ps(step[r]);                                  \
+    float* out = scores + r * S + t;                                           \
+    _mm256_storeu_ps(out,                                                      \
+                     _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a##r), f), \
+                                   _mm256_loadu_ps(k_mult + t)));              \
+    _mm256_storeu_ps(out + 8,                                                  \
+                     _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(b##r), f), \
+                                   _mm256_loadu_ps(k_mult + t + 8)));          \
+  }
+    QKERN_ATTN_FOR_ROWS(QKERN_ATTN_AVX2_QK_STORE)
+#undef QKERN_ATTN_AVX2_QK_STORE
+  };
+  for (size_t t = 0; t < n; t += 16) {
+    if (t == 0) {
+      pass(t, std::true_type());
+    } else {
+      pass(t, std::false_type());
+    }
+  }
+}
+
+// acc_r[0, dim) += step_r * sum_t c_rt v_t as the VNNI AccumulateTileInt8
+// (same arguments), 16 dims per pass over the tile's positions.
+template <size_t kRows>
+HWY_NOINLINE void AccumulateTileInt8(const int16_t* codes, const float* step,
+                                     size_t n, const uint8_t* const* v,
+                                     size_t dim, float* acc,
+                                     size_t acc_stride) {
+  constexpr size_t CS = 2 * detail::kAttnScoreStride;
+  for (size_t g = 0; g < dim; g += 16) {
+    // Row r: dims g..g+7 in a##r, g+8..g+15 in b##r.
+    const __m256i z = _mm256_setzero_si256();
+    __m256i a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
+    for (size_t t = 0; t < n; t += 2) {
+      // An odd n pairs the last row with itself; its partner code is 0.
+      const WidenedPairs vp =
+          InterleaveWiden(v[t] + g, v[std::min(t + 1, n - 1)] + g);
+      const __m256i lo = vp.lo, hi = vp.hi;
+#define QKERN_ATTN_AVX2_PV_ROW(r) \
+  QKERN_ATTN_AVX2_MADD_ROW(r, codes + r * CS + t)
+      QKERN_ATTN_FOR_ROWS(QKERN_ATTN_AVX2_PV_ROW)
+#undef QKERN_ATTN_AVX2_PV_ROW
+    }
+#define QKERN_ATTN_AVX2_PV_FLUSH(r)                                        \
+  if constexpr (kRows > r) {                                               \
+    const __m256 f = _mm256_set1_ps(step[r]);                              \
+    float* out = acc + r * acc_stride + g;                                 \
+    _mm256_storeu_ps(out, _mm256_fmadd_ps(_mm256_cvtepi32_ps(a##r), f,     \
+                                          _mm256_loadu_ps(out)));          \
+    _mm256_storeu_ps(out + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(b##r), f, \
+                                              _mm256_loadu_ps(out + 8)));  \
+  }
+    QKERN_ATTN_FOR_ROWS(QKERN_ATTN_AVX2_PV_FLUSH)
+#undef QKERN_ATTN_AVX2_PV_FLUSH
+  }
+}
+
+#undef QKERN_ATTN_AVX2_MADD_ROW
+
+#endif  // HWY_TARGET == HWY_AVX3_DL / HWY_AVX2
+
+#if QKERN_ATTN_INT_DOTS
+
+// The largest of s[0, n rounded up to a vector) (weights >= 0).
+HWY_INLINE float WeightsRowMax(const float* s, size_t n) {
+  const DAttn d;
+  VAttn vmax = hn::Zero(d);
+  for (size_t j = 0; j < n; j += hn::Lanes(d)) {
+    vmax = hn::Max(vmax, hn::LoadU(d, s + j));
+  }
+  return hn::GetLane(hn::MaxOfLanes(d, vmax));
+}
+
+// Rounds s[0, n) (weights >= 0, zero past n up to the vector end; wmax their
+// largest) in place to int16 codes at ((int16_t*)s)[0, n rounded up to a
+// vector); returns the step.
+HWY_INLINE float QuantizeWeightsRow(float* s, size_t n, float wmax) {
+  // Below 2^-110 (where 32767 / wmax would near FLT_MAX) the tile is dropped:
+  // it moves an output by < 64 * 2^-110 * max |v| relative to the row's
+  // largest weight (1), like the terms Exp flushes.
+  const float inv = wmax >= 0x1p-110f ? 32767.0f / wmax : 0.0f;
+  const DAttn d;
+  const hn::Rebind<int16_t, DAttn> d16;
+  const size_t N = hn::Lanes(d);
+  const VAttn v_inv = hn::Set(d, inv);
+  int16_t* codes = reinterpret_cast<int16_t*>(s);
+  // Forward in place: the codes of floats [j, j + N) land in bytes
+  // [2 j, 2 j + 2 N), below the floats not read yet.
+  for (size_t j = 0; j < n; j += N) {
+    const auto c = hn::NearestInt(hn::Mul(hn::LoadU(d, s + j), v_inv));
+    hn::StoreU(hn::DemoteTo(d16, c), d16, codes + j);
+  }
+  return inv == 0.0f ? 0.0f : wmax / 32767.0f;
+}
+
+HWY_INLINE void DotRowsInt8(size_t rows, const uint8_t* const* qc,
+                            const int32_t* corr, const float* step,
+                            const float* k_mult, size_t dim, const uint8_t* kt,
+                            size_t dim_stride, size_t n, float* scores,
+                            const uint8_t* k_ahead, const uint8_t* v_ahead,
+                            size_t v_ahead_bytes) {
+  switch (rows) {
+    case 1:
+      return DotTileInt8<1>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
+                            scores, k_ahead, v_ahead, v_ahead_bytes);
+    case 2:
+      return DotTileInt8<2>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
+                            scores, k_ahead, v_ahead, v_ahead_bytes);
+    case 3:
+      return DotTileInt8<3>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
+                            scores, k_ahead, v_ahead, v_ahead_bytes);
+    default:
+      return DotTileInt8<4>(qc, corr, step, k_mult, dim, kt, dim_stride, n,
+                            scores, k_ahead, v_ahead, v_ahead_bytes);
+  }
+}
+
+HWY_INLINE void AccumulateRowsInt8(size_t rows, const int16_t* codes,
                                    const float* step, size_t n,
                                    const uint8_t* const* v, size_t dim,
                                    float* acc, size_t acc_stride) {
   switch (rows) {
     case 1:
-      return AccumulateTileVnni<1>(codes, step, n, v, dim, acc, acc_stride);
+      return AccumulateTileInt8<1>(codes, step, n, v, dim, acc, acc_stride);
     case 2:
-      return AccumulateTileVnni<2>(codes, step, n, v, dim, acc, acc_stride);
+      return AccumulateTileInt8<2>(codes, step, n, v, dim, acc, acc_stride);
     case 3:
-      return AccumulateTileVnni<3>(codes, step, n, v, dim, acc, acc_stride);
+      return AccumulateTileInt8<3>(codes, step, n, v, dim, acc, acc_stride);
     default:
-      return AccumulateTileVnni<4>(codes, step, n, v, dim, acc, acc_stride);
+      return AccumulateTileInt8<4>(codes, step, n, v, dim, acc, acc_stride);
   }
 }
 
-#endif  // HWY_TARGET == HWY_AVX3_DL
+#endif  // QKERN_ATTN_INT_DOTS
 
 // Online-softmax step of one row over one tile, in two halves (the caller
 // updates m, l and the row's acc in between).
@@ -1060,7 +1313,7 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
 
   // Integer q.k: the rows' query codes, then their corrections and steps.
   const bool int_dot = UseInt8IntegerDot(kFormat, dim);
-#if HWY_TARGET == HWY_AVX3_DL
+#if QKERN_ATTN_INT_DOTS
   uint8_t* q_codes = reinterpret_cast<uint8_t*>(qcodes);
   int32_t* q_corr =
       reinterpret_cast<int32_t*>(q_codes + plan.rows * QueryCodeBytes(dim));
@@ -1172,7 +1425,7 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
           // beside K (Zen 4, alternating runs at 8K and 32K: 2 threads 0-15%
           // faster, mostly 3-11%, than during its p.v; 1 thread -3% to +9%).
           v_ahead_at[col] = v_ahead;
-#if HWY_TARGET == HWY_AVX3_DL
+#if QKERN_ATTN_INT_DOTS
           if (int_dot) {
             for (size_t r0 = 0; r0 < rows; r0 += 4) {
               const size_t group_rows = std::min<size_t>(4, rows - r0);
@@ -1181,11 +1434,10 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
                 qc[j] = q_codes + (r0 + std::min(j, group_rows - 1)) *
                                       QueryCodeBytes(dim);
               }
-              DotRowsInt8Vnni(group_rows, qc, q_corr + r0, q_step + r0,
-                              k_mult + col, dim, k_rows, k_dim_stride, count,
-                              scores + r0 * S + col,
-                              r0 == 0 ? k_ahead : nullptr,
-                              r0 == 0 ? v_ahead : nullptr, count * row_bytes);
+              DotRowsInt8(group_rows, qc, q_corr + r0, q_step + r0,
+                          k_mult + col, dim, k_rows, k_dim_stride, count,
+                          scores + r0 * S + col, r0 == 0 ? k_ahead : nullptr,
+                          r0 == 0 ? v_ahead : nullptr, count * row_bytes);
             }
             return;
           }
@@ -1261,7 +1513,7 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
             SoftmaxTileWeights(scores + r * S, n, m_new, weight_mult);
         l[r] = l[r] * alpha[i] + sum;
         m[r] = m_new;
-#if HWY_TARGET == HWY_AVX3_DL
+#if QKERN_ATTN_INT_DOTS
         if (int_dot) w_max[i] = WeightsRowMax(scores + r * S, n);
 #endif
       }
@@ -1270,13 +1522,13 @@ HWY_NOINLINE void AttentionTask(const detail::AttentionCall& c, size_t kv_head,
           ScaleRow(acc + (r0 + i) * acc_stride, dim, alpha[i]);
         }
       }
-#if HWY_TARGET == HWY_AVX3_DL
+#if QKERN_ATTN_INT_DOTS
       if (int_dot) {
         float p_step[4];
         for (size_t i = 0; i < group_rows; ++i) {
           p_step[i] = QuantizeWeightsRow(scores + (r0 + i) * S, n, w_max[i]);
         }
-        AccumulateRowsVnni(
+        AccumulateRowsInt8(
             group_rows, reinterpret_cast<const int16_t*>(scores + r0 * S),
             p_step, n, v_ptrs, dim, acc + r0 * acc_stride, acc_stride);
       }

@@ -141,9 +141,10 @@ inline Status ValidateAttentionParams(const KvCacheConfig& config,
 }  // namespace detail
 
 // Whether Attention on the running target computes q.k for an int8 KV cache
-// of this head_dim with integer dot products (AVX-512 VNNI: head_dim a
-// multiple of 64, at most 512). q is then rounded per (query, q head) to
-// (max|q| / 16256) * (128 hi + lo) with int8 hi and lo: each element moves by
+// of this head_dim with integer dot products (AVX-512 VNNI or AVX2: head_dim
+// a multiple of 64, at most 512). q is then rounded per (query, q head) to
+// (max|q| / 16256) * (128 hi + lo) with int8 hi and lo (one int16 code on
+// AVX2, the same value), and p.v runs on int16 weights: each element moves by
 // at most max|q| / 32000, each logit by at most |scale| * max|q| / 32000 *
 // sum_d |k_d| (attention-inl.h derives it; tests/attention_test.cc checks
 // it). Otherwise q.k is f32 arithmetic on the widened codes.
